@@ -1,0 +1,1 @@
+"""Export tooling for unigrpo model packages (offline; needs PyTorch, see requirements-export.txt)."""

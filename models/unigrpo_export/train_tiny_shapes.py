@@ -1,0 +1,244 @@
+"""Supervised training of the tiny-shapes model (text: next token on reasoning; image: flow matching).
+
+    python -m unigrpo_export.train_tiny_shapes --minutes 25 --work models/tiny-shapes/train-state
+
+Resumable: state (weights, AdamW moments, EMA, step, RNG) is saved every --save-every steps in
+--work (an ignored folder); rerunning continues from it. Across machines, --init-from DIR starts
+from a committed package's weights (fresh optimiser). Progress goes to --log (JSON lines).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from . import nets
+from .shapes_world import SIZE, all_prompts, splits
+from .tokenizer import build_word_tokenizer
+
+SEED = 20261125
+# The layout of prompts and reasoning for each model; the exporter writes it into the manifest.
+TEMPLATE = {
+    "reasoning_prompt": "<bos> {prompt} <think>",
+    "image_context": "<think> {reasoning} </think> <img>",
+    "image_context_no_reasoning": "<bos> {prompt} <img>",
+}
+KINDS = ["count", "position", "relation", "knowledge", "arithmetic", "description", "open"]
+PROMPT_ONLY_RATE = 0.15
+# the reasoning-only context was adopted at image step 3300 (continued training, see README)
+
+
+def subkind(p):
+    if p.kind != "explicit":
+        return p.kind
+    s = p.readings[0]
+    return "relation" if s.relation else "position" if s.position else "count"
+
+
+class Data:
+    def __init__(self, tok, seed):
+        self.tok = tok
+        train, _ = splits()
+        self.by_kind = {k: [p for p in train if subkind(p) == k] for k in KINDS}
+        self.rng = random.Random(seed)
+        self.pad = tok.token_to_id("<pad>")
+
+    def ids(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def example(self):
+        kind = self.rng.choice(KINDS)
+        p = self.rng.choice(self.by_kind[kind])
+        scene = self.rng.choice(p.readings)
+        return p, scene
+
+    def context(self, prompt, reasoning):
+        """Token ids of the image model's context (the manifest's template, package.TEMPLATE)."""
+        if reasoning is None:
+            return self.ids(TEMPLATE["image_context_no_reasoning"].format(prompt=prompt))
+        return self.ids(TEMPLATE["image_context"].format(prompt=prompt, reasoning=reasoning))
+
+    def text_batch(self, n):
+        seqs, starts = [], []
+        for _ in range(n):
+            p, scene = self.example()
+            a = self.ids(f"<bos> {p.text} <think>")
+            b = self.ids(f"{scene.describe()} </think>")
+            seqs.append(a + b)
+            starts.append(len(a))
+        T = max(map(len, seqs))
+        ids = np.full((n, T), self.pad, np.int64)
+        mask = np.zeros((n, T), np.int64)
+        loss_mask = np.zeros((n, T), np.float32)
+        for i, (s, st) in enumerate(zip(seqs, starts)):
+            ids[i, :len(s)] = s
+            mask[i, :len(s)] = 1
+            loss_mask[i, st - 1:len(s) - 1] = 1  # predict every reasoning token and </think>
+        return [torch.from_numpy(a) for a in (ids, mask, loss_mask)]
+
+    def image_batch(self, n):
+        from .shapes_world import render
+        imgs, ctxs = [], []
+        for _ in range(n):
+            p, scene = self.example()
+            imgs.append(render(scene, self.rng))
+            # The image model reads the explicit description. It sees a bare prompt only for explicit
+            # prompts (which are descriptions themselves): it holds no world knowledge of its own, so
+            # indirect and open-ended prompts need the text model's reasoning.
+            bare = p.kind == "explicit" and self.rng.random() < PROMPT_ONLY_RATE
+            r = None if bare else scene.describe()
+            ctxs.append(self.context(p.text, r))
+        L = max(map(len, ctxs))
+        ids = np.full((n, L), self.pad, np.int64)
+        mask = np.zeros((n, L), np.int64)
+        for i, c in enumerate(ctxs):  # left padding, as in the package format
+            ids[i, L - len(c):] = c
+            mask[i, L - len(c):] = 1
+        x0 = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return x0, torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def all_texts():
+    out = []
+    for p in all_prompts():
+        out.append(p.text)
+        out.extend(s.describe() for s in p.readings)
+    return out
+
+
+def train_text(cfg, params, data, steps, log):
+    for v in params.values():
+        v.requires_grad_(True)
+    opt = torch.optim.AdamW(params.values(), lr=3e-3, weight_decay=0.01)
+    for step in range(steps):
+        lr = 3e-3 * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / steps)))
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        ids, mask, lm = data.text_batch(128)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)
+        logp = nets.lm_token_logprobs(params, cfg, ids, mask, pos, targets, torch.tensor(1.0))
+        loss = -(logp * lm).sum() / lm.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            log({"phase": "text", "step": step, "loss": round(loss.item(), 5)})
+    return {k: v.detach() for k, v in params.items()}
+
+
+def flow_loss(params, cfg, x0, ids, mask, g):
+    B = x0.shape[0]
+    u = torch.rand(B, generator=g)
+    ln = torch.sigmoid(torch.randn(B, generator=g))
+    t = torch.where(torch.rand(B, generator=g) < 0.5, u, ln)
+    eps = torch.randn(x0.shape, generator=g)
+    xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
+    v = nets.unet_velocity(params, cfg, xt, t, ids, mask)
+    return ((v - (eps - x0)) ** 2).mean()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of the image phase (this run)")
+    ap.add_argument("--work", default="models/tiny-shapes/train-state")
+    ap.add_argument("--log", default="models/tiny-shapes/train/log.jsonl")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--text-steps", type=int, default=1500)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.work, exist_ok=True)
+    os.makedirs(os.path.dirname(args.log), exist_ok=True)
+    logf = open(args.log, "a")
+    t_start = time.time()
+
+    def log(rec):
+        rec["time"] = round(time.time() - t_start, 1)
+        logf.write(json.dumps(rec) + "\n")
+        logf.flush()
+        print(json.dumps(rec), flush=True)
+
+    tok_path = os.path.join(args.work, "tokenizer.json")
+    if not os.path.exists(tok_path):
+        build_word_tokenizer(all_texts()).save(tok_path)
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(tok_path)
+    vocab = tok.get_vocab_size()
+    lm_cfg = nets.LMConfig(vocab=vocab)
+    un_cfg = nets.UNetConfig(vocab=vocab)
+    torch.manual_seed(SEED)
+
+    text_path = os.path.join(args.work, "text.pt")
+    if not os.path.exists(text_path):
+        log({"phase": "text", "event": "start", "params": sum(v.numel() for v in nets.lm_init(lm_cfg, SEED).values())})
+        t0 = time.time()
+        lm = train_text(lm_cfg, nets.lm_init(lm_cfg, SEED), Data(tok, SEED), args.text_steps, log)
+        torch.save({"params": lm, "cfg": lm_cfg.to_dict(), "seconds": time.time() - t0}, text_path)
+        log({"phase": "text", "event": "done", "seconds": round(time.time() - t0, 1)})
+
+    img_path = os.path.join(args.work, "image.pt")
+    if os.path.exists(img_path):
+        st = torch.load(img_path)
+        params, ema = st["params"], st["ema"]
+        step, seconds = st["step"], st["seconds"]
+        torch.set_rng_state(st["torch_rng"])
+        data = Data(tok, SEED + 1 + step)
+        log({"phase": "image", "event": "resume", "step": step})
+    else:
+        params = nets.unet_init(un_cfg, SEED + 1)
+        ema = {k: v.clone() for k, v in params.items()}
+        step, seconds, st = 0, 0.0, None
+        data = Data(tok, SEED + 1)
+        log({"phase": "image", "event": "start", "params": sum(v.numel() for v in params.values())})
+    for v in params.values():
+        v.requires_grad_(True)
+    opt = torch.optim.AdamW(params.values(), lr=args.lr, weight_decay=1e-4)
+    if st is not None:
+        opt.load_state_dict(st["opt"])
+    g = torch.Generator().manual_seed(SEED + 2 + step)
+    deadline = time.time() + args.minutes * 60
+    run_t0, run_step0, losses = time.time(), step, []
+
+    def save():
+        tmp = img_path + ".tmp"
+        torch.save({"params": {k: v.detach() for k, v in params.items()}, "ema": ema, "opt": opt.state_dict(),
+                    "step": step, "seconds": seconds + time.time() - run_t0, "cfg": un_cfg.to_dict(),
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, img_path)
+
+    while time.time() < deadline:
+        lr = args.lr * min(1.0, (step + 1) / 200)
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        x0, ids, mask = data.image_batch(args.batch)
+        loss = flow_loss(params, un_cfg, x0, ids, mask, g)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for k in ema:
+                ema[k].mul_(0.998).add_(params[k].detach(), alpha=0.002)
+        losses.append(loss.item())
+        step += 1
+        if step % args.save_every == 0:
+            save()
+            log({"phase": "image", "step": step, "loss": round(float(np.mean(losses)), 5),
+                 "sec_per_step": round((time.time() - run_t0) / (step - run_step0), 3),
+                 "train_seconds": round(seconds + time.time() - run_t0, 1)})
+            losses = []
+    save()
+    log({"phase": "image", "event": "stop", "step": step, "train_seconds": round(seconds + time.time() - run_t0, 1)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+//! Command-line interface (clap). Progress and logs go to stderr; results to stdout.
+
+mod eval;
+mod grid;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use unigrpo::{
+    generate_batch, CancelToken, Error, GenerateParams, Model, ModelOptions, Progress, Stage,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "unigrpo",
+    version,
+    about = "Reasoning-driven image generation and UniGRPO fine-tuning on ONNX Runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Reason about a prompt, then draw it: prints the reasoning, writes a PNG.
+    Generate(GenerateArgs),
+    /// Describe a model package: manifest, graphs with inputs and outputs, parameter counts.
+    Inspect(InspectArgs),
+    /// Generate for every prompt of a file and score with a built-in reward.
+    Eval(eval::EvalArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RuntimeArgs {
+    /// Model package directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Intra-op threads (0 = ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Path of libonnxruntime.so (default: search, see README).
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    pub fn load(&self) -> Result<Model, Error> {
+        let t = Instant::now();
+        let m = Model::load(
+            &self.model,
+            &ModelOptions {
+                device: self.device.clone(),
+                intra_threads: self.threads,
+                onnxruntime_path: self.onnxruntime.clone(),
+            },
+        )?;
+        eprintln!(
+            "loaded {} on {} in {:.0} ms ({})",
+            m.manifest().name,
+            m.device.name(),
+            t.elapsed().as_secs_f64() * 1e3,
+            unigrpo::version_string()
+        );
+        Ok(m)
+    }
+}
+
+/// Sampling flags shared by generate and eval; unset ones take the model's defaults.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Denoising steps.
+    #[arg(long)]
+    pub steps: Option<u32>,
+    /// 0 = deterministic ODE sampler; > 0 = FlowGRPO SDE sampler.
+    #[arg(long)]
+    pub noise_level: Option<f32>,
+    /// Condition the image on the prompt alone (skip the reasoning).
+    #[arg(long)]
+    pub no_reasoning: bool,
+    /// Reasoning temperature (0 = greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    #[arg(long)]
+    pub max_reasoning_tokens: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self, model: &Model) -> GenerateParams {
+        let mut p = GenerateParams::defaults(model);
+        p.seed = self.seed;
+        p.reasoning = !self.no_reasoning;
+        if let Some(v) = self.steps {
+            p.num_steps = v;
+        }
+        if let Some(v) = self.noise_level {
+            p.noise_level = v;
+        }
+        if let Some(v) = self.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.max_reasoning_tokens {
+            p.max_reasoning_tokens = v;
+        }
+        p
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    rt: RuntimeArgs,
+    #[arg(long)]
+    prompt: String,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+    /// Scale the PNG up by this integer factor (nearest neighbour).
+    #[arg(long, default_value_t = 1)]
+    upscale: u32,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Model package directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Print the full JSON description.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A progress bar on stderr that follows the pipeline's stages; Ctrl-C cancels.
+pub struct StageBar {
+    bar: ProgressBar,
+    stage: Option<Stage>,
+}
+
+impl StageBar {
+    pub fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        StageBar { bar, stage: None }
+    }
+    pub fn update(&mut self, stage: Stage, step: u32, total: u32) {
+        if self.stage != Some(stage) {
+            self.stage = Some(stage);
+            self.bar.set_prefix(stage.name());
+            self.bar.set_length(total as u64);
+        }
+        self.bar.set_position(step as u64);
+    }
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+pub fn ctrlc_token() -> CancelToken {
+    let token = CancelToken::new();
+    let t = token.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\ncancelling ...");
+        t.cancel();
+    });
+    token
+}
+
+fn generate(a: GenerateArgs) -> Result<(), Error> {
+    if a.upscale == 0 {
+        return Err(Error::invalid("--upscale must be at least 1"));
+    }
+    let model = a.rt.load()?;
+    let p = a.sampling.params(&model);
+    let cancel = ctrlc_token();
+    let mut bar = StageBar::new();
+    let mut cb = |s: Stage, i: u32, n: u32| {
+        bar.update(s, i, n);
+        true
+    };
+    let t = Instant::now();
+    let out = generate_batch(
+        &model,
+        &model.params,
+        &[a.prompt.as_str()],
+        &[p.seed],
+        &p,
+        Some(&cancel),
+        &mut Progress::new(&mut cb),
+    );
+    bar.finish();
+    let g = out?.remove(0);
+    let secs = t.elapsed().as_secs_f64();
+    let img = if a.upscale > 1 {
+        g.image.upscale(a.upscale)
+    } else {
+        g.image.clone()
+    };
+    img.save_png(&a.out)?;
+    println!("prompt:    {}", g.prompt);
+    if p.reasoning {
+        let cut = if g.reasoning_tokens.truncated {
+            " (truncated)"
+        } else {
+            ""
+        };
+        println!("reasoning: {}{cut}", g.reasoning);
+    } else {
+        println!("reasoning: (off)");
+    }
+    println!(
+        "image:     {} ({}x{}), {:.0} ms",
+        a.out.display(),
+        img.width,
+        img.height,
+        secs * 1e3
+    );
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<(), Error> {
+    let model = Model::load(
+        &a.model,
+        &ModelOptions {
+            device: a.device.clone(),
+            intra_threads: 0,
+            onnxruntime_path: a.onnxruntime.clone(),
+        },
+    )?;
+    let info = model.info();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info).expect("json"));
+        return Ok(());
+    }
+    let m = model.manifest();
+    println!("{} (format version {})", m.name, m.format_version);
+    println!("  {}", m.description);
+    println!(
+        "  image {:?}, latent {:?}, vocabulary {}",
+        m.image.image_size, m.image.latent_shape, m.text.vocab_size
+    );
+    println!(
+        "  parameters: {} tensors, {} values (text graphs {}, velocity graphs {})",
+        info["parameters"]["tensors"],
+        info["parameters"]["total"],
+        info["parameters"]["text"],
+        info["parameters"]["image"]
+    );
+    println!("  conditioning:");
+    for c in &m.image.conditioning {
+        println!(
+            "    velocity.{} <- {} (gradient: {})",
+            c.input, c.source, c.gradient
+        );
+    }
+    println!("  graphs:");
+    for (role, g) in info["graphs"].as_object().expect("graphs") {
+        println!(
+            "    {role:<17} {} ({} KiB, {} parameter inputs)",
+            g["file"].as_str().unwrap_or(""),
+            g["bytes"].as_u64().unwrap_or(0) / 1024,
+            g["parameter_inputs"]
+        );
+        for (kind, key) in [("in ", "inputs"), ("out", "outputs")] {
+            for p in g[key].as_array().expect("ports") {
+                println!(
+                    "      {kind} {:<22} {} {}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["dtype"].as_str().unwrap_or(""),
+                    p["shape"]
+                );
+            }
+        }
+    }
+    println!(
+        "  sampler defaults:    {}",
+        serde_json::to_string(&m.sampler).expect("json")
+    );
+    println!(
+        "  generation defaults: {}",
+        serde_json::to_string(&m.generation).expect("json")
+    );
+    println!(
+        "  training defaults:   {}",
+        serde_json::to_string(&m.training).expect("json")
+    );
+    Ok(())
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Generate(a) => generate(a),
+        Cmd::Inspect(a) => inspect(a),
+        Cmd::Eval(a) => eval::run(a),
+    };
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.kind() == unigrpo::ErrorKind::Cancelled {
+                130
+            } else {
+                1
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! unigrpo: an embeddable runtime for unified text-and-image models.
+//!
+//! Layout: `package` (model package format and validation), `runtime` (ONNX Runtime: library,
+//! devices, sessions), `text` (tokeniser, KV-cache decoding, sampling), `sampler` (flow-matching
+//! ODE/SDE steps), `generate` (the reasoning -> image pipeline), `reward` (built-in rewards).
+
+pub mod cancel;
+pub mod error;
+pub mod generate;
+pub mod image;
+pub mod model;
+pub mod package;
+pub mod progress;
+pub mod reward;
+pub mod rng;
+pub mod runtime;
+pub mod sampler;
+pub mod text;
+
+pub use cancel::CancelToken;
+pub use error::{Error, ErrorKind, Result};
+pub use generate::{generate_batch, GenerateParams, Generation};
+pub use image::RgbImage;
+pub use model::{Model, ModelOptions};
+pub use progress::{Progress, Stage};
+
+/// "unigrpo 0.1.0 (onnxruntime X)": the loaded library's version once loaded, else the targeted one.
+pub fn version_string() -> String {
+    let ort = runtime::loaded()
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| runtime::TARGET_ORT_VERSION.to_string());
+    format!("unigrpo {} (onnxruntime {ort})", env!("CARGO_PKG_VERSION"))
+}

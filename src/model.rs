@@ -1,0 +1,125 @@
+//! A loaded model: package, tokenizer, one session per graph, and its parameters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::package::{load_params, validate_graphs, Package, ParamSet, GRAPH_ROLES};
+use crate::runtime::{self, Device, Graph, SessionConfig};
+use crate::text::Tokenizer;
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    /// "cpu" (default) or "cuda:N".
+    pub device: String,
+    /// 0 = ONNX Runtime's default.
+    pub intra_threads: usize,
+    /// Explicit libonnxruntime path (else the search order of `runtime::candidates`).
+    pub onnxruntime_path: Option<PathBuf>,
+}
+
+pub struct Model {
+    pub package: Package,
+    pub tokenizer: Tokenizer,
+    pub graphs: BTreeMap<String, Graph>,
+    /// The package's parameters (the initial, reference values for training).
+    pub params: Arc<ParamSet>,
+    pub device: Device,
+}
+
+impl Model {
+    pub fn load(dir: &Path, opts: &ModelOptions) -> Result<Model> {
+        let device = Device::parse(&opts.device)?;
+        let package = Package::open(dir)?;
+        let m = &package.manifest;
+        let params = load_params(&package.file(&m.params.file), &m.params.tensors)?;
+        let tokenizer = Tokenizer::load(&package.file(&m.tokenizer), m)?;
+        let env = runtime::environment(opts.onnxruntime_path.as_deref())?;
+        let cfg = SessionConfig {
+            device,
+            intra_threads: opts.intra_threads,
+        };
+        let mut graphs = BTreeMap::new();
+        for role in GRAPH_ROLES {
+            let path = package.graph_path(role)?;
+            graphs.insert(role.to_string(), Graph::load(role, &path, &cfg, env)?);
+        }
+        validate_graphs(m, &graphs)?;
+        Ok(Model {
+            package,
+            tokenizer,
+            graphs,
+            params: Arc::new(params),
+            device,
+        })
+    }
+
+    pub fn graph(&self, role: &str) -> Result<&Graph> {
+        self.graphs
+            .get(role)
+            .ok_or_else(|| Error::format(format!("model has no {role} graph")))
+    }
+
+    pub fn manifest(&self) -> &crate::package::Manifest {
+        &self.package.manifest
+    }
+
+    /// JSON summary: name, sizes, graphs with their ports, parameter counts, defaults.
+    pub fn info(&self) -> serde_json::Value {
+        let m = self.manifest();
+        let graphs: serde_json::Map<String, serde_json::Value> = self
+            .graphs
+            .iter()
+            .map(|(role, g)| {
+                let ports = |ps: &[runtime::Port]| -> Vec<serde_json::Value> {
+                    ps.iter()
+                        .filter(|p| self.params.get(&p.name).is_none() && !p.name.starts_with("grad."))
+                        .map(|p| serde_json::json!({"name": p.name, "dtype": p.dtype.name(), "shape": p.shape}))
+                        .collect()
+                };
+                let n_params = g.inputs.iter().filter(|p| self.params.get(&p.name).is_some()).count();
+                let bytes = std::fs::metadata(&g.path).map(|md| md.len()).unwrap_or(0);
+                (
+                    role.clone(),
+                    serde_json::json!({
+                        "file": g.path.file_name().and_then(|f| f.to_str()).unwrap_or(""),
+                        "bytes": bytes,
+                        "parameter_inputs": n_params,
+                        "inputs": ports(&g.inputs),
+                        "outputs": ports(&g.outputs),
+                    }),
+                )
+            })
+            .collect();
+        let count = |role: &str| -> usize {
+            m.params
+                .tensors
+                .iter()
+                .filter(|t| t.graphs.iter().any(|g| g == role))
+                .map(|t| t.shape.iter().product::<usize>())
+                .sum()
+        };
+        serde_json::json!({
+            "name": m.name,
+            "description": m.description,
+            "format_version": m.format_version,
+            "device": self.device.name(),
+            "image_size": m.image.image_size,
+            "latent_shape": m.image.latent_shape,
+            "vocab_size": m.text.vocab_size,
+            "conditioning": m.image.conditioning,
+            "graphs": graphs,
+            "parameters": {
+                "tensors": m.params.tensors.len(),
+                "total": self.params.count(),
+                "text": count("text_logprob"),
+                "image": count("velocity"),
+            },
+            "sampler": m.sampler,
+            "generation": m.generation,
+            "training": m.training,
+        })
+    }
+}

@@ -1,0 +1,3 @@
+//! Rewards: built-in scorers of (prompt, reasoning, image).
+
+pub mod shapes;

@@ -1,0 +1,234 @@
+//! The one place that talks to ONNX Runtime: the library, devices, sessions and runs.
+
+mod library;
+mod tensor;
+
+pub use library::{candidates, environment, loaded, TARGET_ORT_VERSION};
+pub use tensor::{DType, Tensor, TensorView};
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::value::{TensorRef, ValueType};
+
+use crate::cancel::CancelToken;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where graphs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(u32),
+}
+
+impl Device {
+    pub fn parse(s: &str) -> Result<Device> {
+        if s.is_empty() || s == "cpu" {
+            return Ok(Device::Cpu);
+        }
+        if let Some(n) = s.strip_prefix("cuda:") {
+            if let Ok(i) = n.parse::<u32>() {
+                return Ok(Device::Cuda(i));
+            }
+        }
+        if s == "cuda" {
+            return Ok(Device::Cuda(0));
+        }
+        Err(Error::new(
+            ErrorKind::DeviceUnavailable,
+            format!("unknown device {s:?}: expected \"cpu\" or \"cuda:N\""),
+        ))
+    }
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(i) => format!("cuda:{i}"),
+        }
+    }
+}
+
+/// Session settings shared by every graph of a model.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub device: Device,
+    /// 0 = ONNX Runtime's default.
+    pub intra_threads: usize,
+}
+
+/// Declared input or output of a graph.
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub name: String,
+    pub dtype: DType,
+    /// -1 for a dynamic dimension.
+    pub shape: Vec<i64>,
+}
+
+/// One ONNX graph with its session. `run` serialises on the session (ONNX Runtime's `run` needs
+/// exclusive access in this binding).
+pub struct Graph {
+    pub name: String,
+    pub path: PathBuf,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+    session: Mutex<Session>,
+}
+
+fn port(name: &str, t: &ValueType, path: &Path) -> Result<Port> {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => Ok(Port {
+            name: name.to_string(),
+            dtype: DType::from_ort(*ty).ok_or_else(|| {
+                Error::format(format!(
+                    "{}: {name} has unsupported element type {ty:?}",
+                    path.display()
+                ))
+            })?,
+            shape: shape.iter().copied().collect(),
+        }),
+        other => Err(Error::format(format!(
+            "{}: {name} is not a tensor ({other:?})",
+            path.display()
+        ))),
+    }
+}
+
+impl Graph {
+    /// Build a session for `path`.
+    pub fn load(
+        name: &str,
+        path: &Path,
+        cfg: &SessionConfig,
+        env: &ort::environment::Environment,
+    ) -> Result<Graph> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read graph", path, e))?;
+        let session = build_session(&bytes, cfg, env).map_err(|e| {
+            let msg = e.message().to_string();
+            if e.kind() == ErrorKind::DeviceUnavailable {
+                e
+            } else {
+                Error::format(format!(
+                    "{}: not a loadable ONNX graph: {msg}",
+                    path.display()
+                ))
+            }
+        })?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| port(o.name(), o.dtype(), path))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| port(o.name(), o.dtype(), path))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Graph {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            inputs,
+            outputs,
+            session: Mutex::new(session),
+        })
+    }
+
+    pub fn input(&self, name: &str) -> Option<&Port> {
+        self.inputs.iter().find(|p| p.name == name)
+    }
+    pub fn output(&self, name: &str) -> Option<&Port> {
+        self.outputs.iter().find(|p| p.name == name)
+    }
+
+    /// Run with named inputs; returns the requested outputs in order (all outputs when empty).
+    /// A cancelled token terminates the call and yields `ErrorKind::Cancelled`.
+    pub fn run(
+        &self,
+        inputs: &[(&str, TensorView<'_>)],
+        want: &[&str],
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<Tensor>> {
+        // ONNX Runtime needs row-major data: copy the rare view that is not.
+        let owned: Vec<Option<Tensor>> = inputs
+            .iter()
+            .map(|(_, v)| match v {
+                TensorView::F32(a) if !a.is_standard_layout() => {
+                    Some(Tensor::F32(a.as_standard_layout().into_owned()))
+                }
+                TensorView::I64(a) if !a.is_standard_layout() => {
+                    Some(Tensor::I64(a.as_standard_layout().into_owned()))
+                }
+                TensorView::U8(a) if !a.is_standard_layout() => {
+                    Some(Tensor::U8(a.as_standard_layout().into_owned()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for ((name, v), o) in inputs.iter().zip(&owned) {
+            let v = o.as_ref().map(Tensor::view).unwrap_or_else(|| v.reborrow());
+            let value: SessionInputValue<'_> = match v {
+                TensorView::F32(a) => TensorRef::from_array_view(a)?.into(),
+                TensorView::I64(a) => TensorRef::from_array_view(a)?.into(),
+                TensorView::U8(a) => TensorRef::from_array_view(a)?.into(),
+            };
+            feed.push((Cow::Borrowed(*name), value));
+        }
+        let opts = std::sync::Arc::new(RunOptions::new()?);
+        let _reg = cancel.map(|c| c.register(opts.clone()));
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::cancelled());
+        }
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session
+            .run_with_options(feed, &*opts)
+            .map_err(|e| Error::from(e).context(format!("graph {}", self.name)))?;
+        let names: Vec<&str> = if want.is_empty() {
+            self.outputs.iter().map(|p| p.name.as_str()).collect()
+        } else {
+            want.to_vec()
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            let v = outputs.get(n).ok_or_else(|| {
+                Error::format(format!("graph {}: no output named {n}", self.name))
+            })?;
+            out.push(
+                Tensor::from_value(v)
+                    .map_err(|e| e.context(format!("graph {} output {n}", self.name)))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn build_session(
+    bytes: &[u8],
+    cfg: &SessionConfig,
+    env: &ort::environment::Environment,
+) -> Result<Session> {
+    let mut b = Session::builder(env).map_err(Error::from)?;
+    if cfg.intra_threads > 0 {
+        b = b
+            .with_intra_threads(cfg.intra_threads)
+            .map_err(Error::from)?;
+    }
+    if let Device::Cuda(id) = cfg.device {
+        let ep = ort::ep::CUDA::default()
+            .with_device_id(id as i32)
+            .build()
+            .error_on_failure();
+        b = b.with_execution_providers([ep]).map_err(|e| {
+            Error::new(
+                ErrorKind::DeviceUnavailable,
+                format!(
+                    "device cuda:{id} is unavailable: {e}. It needs the onnxruntime-gpu build of libonnxruntime \
+                     with libonnxruntime_providers_cuda.so beside it, the CUDA 13 runtime libraries and an NVIDIA \
+                     driver (see docs/gpu.md)"
+                ),
+            )
+        })?;
+    }
+    b.commit_from_memory(bytes).map_err(Error::from)
+}

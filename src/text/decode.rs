@@ -1,0 +1,173 @@
+//! Batched KV-cache decoding of the reasoning with the `text_decode` graph.
+//!
+//! Rows are left-padded; `position_ids` count each row's real tokens. A finished row is fed the
+//! pad token with mask 0 until every row is done: one graph call per decoding step for the batch.
+
+use ndarray::{s, Array2, Array4, ArrayD, Axis};
+use rand_chacha::ChaCha8Rng;
+
+use super::sampling::{sample_token, SamplingParams};
+use crate::cancel::CancelToken;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::progress::{Progress, Stage};
+use crate::runtime::TensorView;
+
+#[derive(Debug, Clone)]
+pub struct DecodeSettings {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+}
+
+/// One row's reasoning: the sampled tokens (with the end-of-reasoning token when it came), their
+/// log-probs under log_softmax(logits / temperature), and whether `max_new_tokens` cut it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reasoning {
+    pub tokens: Vec<i64>,
+    pub logprobs: Vec<f32>,
+    pub truncated: bool,
+}
+
+impl Reasoning {
+    /// The reasoning tokens without the end token.
+    pub fn content(&self, end: i64) -> &[i64] {
+        match self.tokens.last() {
+            Some(&t) if t == end => &self.tokens[..self.tokens.len() - 1],
+            _ => &self.tokens,
+        }
+    }
+}
+
+fn empty_kv(b: usize, h: usize, dh: usize) -> ArrayD<f32> {
+    Array4::<f32>::zeros((b, h, 0, dh)).into_dyn()
+}
+
+/// Decode a reasoning for every prompt row (`prompts[i]` are token ids), one rng per row.
+pub fn decode_reasoning(
+    model: &Model,
+    params: &crate::package::ParamSet,
+    prompts: &[Vec<i64>],
+    settings: &DecodeSettings,
+    rngs: &mut [ChaCha8Rng],
+    cancel: Option<&CancelToken>,
+    progress: &mut Progress<'_>,
+) -> Result<Vec<Reasoning>> {
+    let graph = model.graph("text_decode")?;
+    let spec = &model.manifest().text;
+    let (b, layers, h, dh) = (
+        prompts.len(),
+        spec.num_layers,
+        spec.num_heads,
+        spec.head_dim,
+    );
+    let tok = &model.tokenizer;
+    let mut out: Vec<Reasoning> = (0..b)
+        .map(|_| Reasoning {
+            tokens: vec![],
+            logprobs: vec![],
+            truncated: false,
+        })
+        .collect();
+    if b == 0 || settings.max_new_tokens == 0 {
+        for r in &mut out {
+            r.truncated = settings.max_new_tokens == 0;
+        }
+        return Ok(out);
+    }
+    let p0 = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Array2::<i64>::from_elem((b, p0), tok.pad);
+    let mut mask = Array2::<i64>::zeros((b, p0));
+    for (i, p) in prompts.iter().enumerate() {
+        ids.slice_mut(s![i, p0 - p.len()..])
+            .assign(&ndarray::ArrayView1::from(p.as_slice()));
+        mask.slice_mut(s![i, p0 - p.len()..]).fill(1);
+    }
+    let mut positions = Array2::<i64>::zeros((b, p0));
+    for i in 0..b {
+        let mut c = 0;
+        for j in 0..p0 {
+            if mask[[i, j]] > 0 {
+                positions[[i, j]] = c;
+                c += 1;
+            }
+        }
+    }
+    let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let mut past_mask = Array2::<i64>::zeros((b, 0));
+    let mut kv: Vec<ArrayD<f32>> = (0..2 * layers).map(|_| empty_kv(b, h, dh)).collect();
+    let kv_names: Vec<String> = (0..layers)
+        .flat_map(|l| [format!("past_key.{l}"), format!("past_value.{l}")])
+        .collect();
+    let present_names: Vec<String> = kv_names
+        .iter()
+        .map(|n| n.replace("past_", "present_"))
+        .collect();
+    let mut want: Vec<&str> = vec!["logits"];
+    want.extend(present_names.iter().map(String::as_str));
+    let mut done = vec![false; b];
+    let max_new = settings.max_new_tokens;
+    for step in 0..max_new {
+        if !progress.report(Stage::Reasoning, step as u32, max_new as u32)
+            || cancel.is_some_and(|c| c.is_cancelled())
+        {
+            return Err(Error::cancelled());
+        }
+        let mut inputs: Vec<(&str, TensorView<'_>)> = params
+            .names
+            .iter()
+            .filter(|n| graph.input(n).is_some())
+            .map(|n| (n.as_str(), TensorView::F32(params.values[n].view())))
+            .collect();
+        inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
+        inputs.push((
+            "past_attention_mask",
+            TensorView::I64(past_mask.view().into_dyn()),
+        ));
+        inputs.push(("attention_mask", TensorView::I64(mask.view().into_dyn())));
+        inputs.push(("position_ids", TensorView::I64(positions.view().into_dyn())));
+        for (n, a) in kv_names.iter().zip(&kv) {
+            inputs.push((n.as_str(), TensorView::F32(a.view())));
+        }
+        let mut res = graph.run(&inputs, &want, cancel)?;
+        let logits = res.remove(0).into_f32()?;
+        let t_len = logits.shape()[1];
+        let mut new_ids = Array2::<i64>::from_elem((b, 1), tok.pad);
+        let mut new_mask = Array2::<i64>::zeros((b, 1));
+        let mut new_pos = Array2::<i64>::zeros((b, 1));
+        for i in 0..b {
+            if done[i] {
+                continue;
+            }
+            let row = logits.slice(s![i, t_len - 1, ..]);
+            let row: Vec<f32> = row.iter().copied().collect();
+            let (t, lp) = sample_token(&row, &settings.sampling, &mut rngs[i]);
+            let t = t as i64;
+            out[i].tokens.push(t);
+            out[i].logprobs.push(lp);
+            if t == tok.end_reasoning {
+                done[i] = true;
+            } else if out[i].tokens.len() >= max_new {
+                done[i] = true;
+                out[i].truncated = true;
+            } else {
+                new_ids[[i, 0]] = t;
+                new_mask[[i, 0]] = 1;
+                new_pos[[i, 0]] = next_pos[i];
+                next_pos[i] += 1;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        past_mask = ndarray::concatenate(Axis(1), &[past_mask.view(), mask.view()])
+            .map_err(|e| Error::runtime(format!("mask concat: {e}")))?;
+        kv = res
+            .into_iter()
+            .map(|t| t.into_f32())
+            .collect::<Result<Vec<_>>>()?;
+        ids = new_ids;
+        mask = new_mask;
+        positions = new_pos;
+    }
+    Ok(out)
+}

@@ -1,0 +1,362 @@
+//! Generation through the real ONNX Runtime on the shipped packages.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use ndarray::Array2;
+use unigrpo::runtime::TensorView;
+use unigrpo::text::{decode_reasoning, DecodeSettings, SamplingParams};
+use unigrpo::{
+    generate_batch, CancelToken, ErrorKind, GenerateParams, Generation, Model, Progress,
+};
+
+fn gen(model: &Model, prompts: &[&str], seeds: &[u64], p: &GenerateParams) -> Vec<Generation> {
+    generate_batch(
+        model,
+        &model.params,
+        prompts,
+        seeds,
+        p,
+        None,
+        &mut Progress::none(),
+    )
+    .expect("generate")
+}
+
+fn max_pixel_diff(a: &[u8], b: &[u8]) -> u8 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x.abs_diff(y))
+        .max()
+        .unwrap_or(0)
+}
+
+const GOLDEN_PROMPTS: [&str; 4] = [
+    "a circle the colour of the sky",
+    "a blue square left of a green triangle",
+    "a few warm-coloured shapes",
+    "two red circles",
+];
+
+/// Golden reasoning tokens (exact) and pixels (within a tolerance: ONNX Runtime's CPU kernels
+/// differ in the last bits between CPU models). `UNIGRPO_BLESS=1` rewrites the golden file.
+#[test]
+fn golden_outputs_for_fixed_seeds() {
+    let model = load(&shapes_dir());
+    let path = root().join("tests/data/golden_tiny_shapes.json");
+    let mut cases = Vec::new();
+    for (k, prompt) in GOLDEN_PROMPTS.iter().enumerate() {
+        for (noise, temp) in [(0.0f32, 1.0f32), (0.7, 0.0)] {
+            let mut p = GenerateParams::defaults(&model);
+            p.seed = 100 + k as u64;
+            p.noise_level = noise;
+            p.temperature = temp;
+            let g = gen(&model, &[prompt], &[p.seed], &p).remove(0);
+            cases.push(serde_json::json!({
+                "prompt": prompt, "seed": p.seed, "noise_level": noise, "temperature": temp,
+                "reasoning": g.reasoning, "tokens": g.reasoning_tokens.tokens,
+                "rgb": base64::engine::general_purpose::STANDARD.encode(&g.image.data),
+            }));
+        }
+    }
+    if std::env::var_os("UNIGRPO_BLESS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&cases).unwrap() + "\n").unwrap();
+        return;
+    }
+    let golden: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(&path).expect("golden file (UNIGRPO_BLESS=1 writes it)"),
+    )
+    .unwrap();
+    assert_eq!(golden.len(), cases.len());
+    for (g, c) in golden.iter().zip(&cases) {
+        assert_eq!(
+            g["tokens"], c["tokens"],
+            "reasoning tokens for {} (seed {})",
+            g["prompt"], g["seed"]
+        );
+        assert_eq!(g["reasoning"], c["reasoning"]);
+        let a = base64::engine::general_purpose::STANDARD
+            .decode(g["rgb"].as_str().unwrap())
+            .unwrap();
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(c["rgb"].as_str().unwrap())
+            .unwrap();
+        let d = max_pixel_diff(&a, &b);
+        assert!(
+            d <= 12,
+            "pixels of {} (seed {}) differ by {d}",
+            g["prompt"],
+            g["seed"]
+        );
+    }
+}
+
+#[test]
+fn repeated_runs_are_identical_and_seeds_matter() {
+    let model = load(&shapes_dir());
+    let mut p = GenerateParams::defaults(&model);
+    p.noise_level = 0.7;
+    let a = gen(&model, &["a few warm-coloured shapes"], &[5], &p).remove(0);
+    let b = gen(&model, &["a few warm-coloured shapes"], &[5], &p).remove(0);
+    assert_eq!(a.reasoning_tokens, b.reasoning_tokens);
+    assert_eq!(a.image.data, b.image.data);
+    let c = gen(&model, &["a few warm-coloured shapes"], &[6], &p).remove(0);
+    assert_ne!(a.image.data, c.image.data);
+}
+
+#[test]
+fn batched_generation_matches_one_by_one() {
+    let model = load(&shapes_dir());
+    let mut p = GenerateParams::defaults(&model);
+    p.noise_level = 0.5;
+    let seeds = [11u64, 12, 13, 14];
+    let batch = gen(&model, &GOLDEN_PROMPTS, &seeds, &p);
+    for (i, prompt) in GOLDEN_PROMPTS.iter().enumerate() {
+        let one = gen(&model, &[prompt], &[seeds[i]], &p).remove(0);
+        assert_eq!(
+            one.reasoning_tokens.tokens, batch[i].reasoning_tokens.tokens,
+            "{prompt}"
+        );
+        for (x, y) in one
+            .reasoning_tokens
+            .logprobs
+            .iter()
+            .zip(&batch[i].reasoning_tokens.logprobs)
+        {
+            assert!((x - y).abs() < 1e-4, "{prompt}: log-prob {x} vs {y}");
+        }
+        let d = max_pixel_diff(&one.image.data, &batch[i].image.data);
+        assert!(d <= 2, "{prompt}: batched pixels differ by {d}");
+    }
+}
+
+/// The KV-cache decoder's token log-probs equal the training graph's on the same sequences.
+#[test]
+fn kv_cache_logprobs_match_the_training_graph() {
+    for dir in [shapes_dir(), shared_dir()] {
+        let model = load(&dir);
+        let tok = &model.tokenizer;
+        let prompts: Vec<Vec<i64>> = GOLDEN_PROMPTS
+            .iter()
+            .map(|p| tok.reasoning_prompt(p, 12).unwrap())
+            .collect();
+        let temperature = 0.8;
+        let settings = DecodeSettings {
+            max_new_tokens: 12,
+            sampling: SamplingParams {
+                temperature,
+                top_k: 0,
+                top_p: 1.0,
+            },
+        };
+        let mut rngs: Vec<_> = (0..prompts.len())
+            .map(|i| unigrpo::rng::stream(i as u64, 0))
+            .collect();
+        let rs = decode_reasoning(
+            &model,
+            &model.params,
+            &prompts,
+            &settings,
+            &mut rngs,
+            None,
+            &mut Progress::none(),
+        )
+        .unwrap();
+        // left-padded [prompt + reasoning] sequences, next-token targets
+        let seqs: Vec<Vec<i64>> = prompts
+            .iter()
+            .zip(&rs)
+            .map(|(p, r)| [p.clone(), r.tokens.clone()].concat())
+            .collect();
+        let n = seqs.iter().map(|s| s.len() - 1).max().unwrap();
+        let b = seqs.len();
+        let (mut ids, mut mask, mut pos, mut tgt) = (
+            Array2::<i64>::zeros((b, n)),
+            Array2::<i64>::zeros((b, n)),
+            Array2::<i64>::zeros((b, n)),
+            Array2::<i64>::zeros((b, n)),
+        );
+        for (i, s) in seqs.iter().enumerate() {
+            let off = n - (s.len() - 1);
+            for j in 0..s.len() - 1 {
+                ids[[i, off + j]] = s[j];
+                tgt[[i, off + j]] = s[j + 1];
+                mask[[i, off + j]] = 1;
+                pos[[i, off + j]] = j as i64;
+            }
+        }
+        let temp = ndarray::arr0(temperature).into_dyn();
+        let g = model.graph("text_logprob").unwrap();
+        let mut inputs = unigrpo::generate::param_inputs(g, &model.params);
+        inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
+        inputs.push(("attention_mask", TensorView::I64(mask.view().into_dyn())));
+        inputs.push(("position_ids", TensorView::I64(pos.view().into_dyn())));
+        inputs.push(("targets", TensorView::I64(tgt.view().into_dyn())));
+        inputs.push(("temperature", TensorView::F32(temp.view())));
+        let lp = g
+            .run(&inputs, &["token_logprobs"], None)
+            .unwrap()
+            .remove(0)
+            .into_f32()
+            .unwrap();
+        let mut worst = 0f32;
+        for (i, (p, r)) in prompts.iter().zip(&rs).enumerate() {
+            assert!(!r.tokens.is_empty());
+            for (k, &want) in r.logprobs.iter().enumerate() {
+                let j = n - r.tokens.len() + k; // target index of reasoning token k
+                assert_eq!(tgt[[i, j]], r.tokens[k]);
+                worst = worst.max((lp[[i, j]] - want).abs());
+            }
+            let _ = p;
+        }
+        assert!(
+            worst < 1e-4,
+            "{}: max |logp_kv - logp_train| = {worst}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn shared_transformer_package_generates() {
+    let model = load(&shared_dir());
+    let p = GenerateParams::defaults(&model);
+    let out = gen(&model, &["a red circle", "two blue squares"], &[1, 2], &p);
+    assert_eq!((out[0].image.width, out[0].image.height), (16, 16));
+    let again = gen(&model, &["a red circle"], &[1], &p).remove(0);
+    assert_eq!(
+        again.reasoning_tokens.tokens,
+        out[0].reasoning_tokens.tokens
+    );
+    assert!(max_pixel_diff(&again.image.data, &out[0].image.data) <= 2);
+    // the image depends on the reasoning through the key/value hand-off
+    let mut q = p.clone();
+    q.reasoning = false;
+    let bare = gen(&model, &["a red circle"], &[1], &q).remove(0);
+    assert_eq!(bare.reasoning, "");
+    assert_ne!(bare.image.data, out[0].image.data);
+}
+
+#[test]
+fn reasoning_is_cut_at_max_tokens_and_marked() {
+    let model = load(&shapes_dir());
+    let mut p = GenerateParams::defaults(&model);
+    p.max_reasoning_tokens = 2;
+    let g = gen(
+        &model,
+        &["a blue square left of a green triangle"],
+        &[0],
+        &p,
+    )
+    .remove(0);
+    assert_eq!(g.reasoning_tokens.tokens.len(), 2);
+    assert!(g.reasoning_tokens.truncated);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let model = load(&shapes_dir());
+    let p = GenerateParams::defaults(&model);
+    let run = |prompt: &str, p: &GenerateParams| {
+        generate_batch(
+            &model,
+            &model.params,
+            &[prompt],
+            &[0],
+            p,
+            None,
+            &mut Progress::none(),
+        )
+        .unwrap_err()
+    };
+    let e = run("   ", &p);
+    assert!(
+        e.kind() == ErrorKind::InvalidArgument && e.message().contains("empty"),
+        "{e}"
+    );
+    let long = "red ".repeat(60);
+    let e = run(&long, &p);
+    assert!(
+        e.kind() == ErrorKind::InvalidArgument && e.message().contains("at most"),
+        "{e}"
+    );
+    let mut q = p.clone();
+    q.num_steps = 0;
+    assert_eq!(run("a red circle", &q).kind(), ErrorKind::InvalidArgument);
+    let mut q = p.clone();
+    q.top_p = 0.0;
+    assert_eq!(run("a red circle", &q).kind(), ErrorKind::InvalidArgument);
+    let mut q = p.clone();
+    q.temperature = f32::NAN;
+    assert_eq!(run("a red circle", &q).kind(), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn unknown_or_unavailable_device_is_an_error() {
+    for (dev, needle) in [
+        ("tpu:0", "unknown device"),
+        ("cuda:0", "cuda:0 is unavailable"),
+    ] {
+        let e = Model::load(
+            &shapes_dir(),
+            &unigrpo::ModelOptions {
+                device: dev.into(),
+                intra_threads: 1,
+                onnxruntime_path: None,
+            },
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{dev} loaded on a machine without it"));
+        assert_eq!(e.kind(), ErrorKind::DeviceUnavailable, "{e}");
+        assert!(e.message().contains(needle), "{e}");
+    }
+}
+
+#[test]
+fn cancellation_before_and_from_progress() {
+    let model = load(&shapes_dir());
+    let p = GenerateParams::defaults(&model);
+    let token = CancelToken::new();
+    token.cancel();
+    let e = generate_batch(
+        &model,
+        &model.params,
+        &["a red circle"],
+        &[0],
+        &p,
+        Some(&token),
+        &mut Progress::none(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    token.reset();
+    assert!(generate_batch(
+        &model,
+        &model.params,
+        &["a red circle"],
+        &[0],
+        &p,
+        Some(&token),
+        &mut Progress::none()
+    )
+    .is_ok());
+    let mut seen = Vec::new();
+    let mut stop_at_denoise_3 = |s: unigrpo::Stage, i: u32, _n: u32| {
+        seen.push((s, i));
+        !(s == unigrpo::Stage::Denoising && i == 3)
+    };
+    let e = generate_batch(
+        &model,
+        &model.params,
+        &["a red circle"],
+        &[0],
+        &p,
+        None,
+        &mut Progress::new(&mut stop_at_denoise_3),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert!(seen.iter().any(|&(s, _)| s == unigrpo::Stage::Reasoning));
+    assert_eq!(seen.last(), Some(&(unigrpo::Stage::Denoising, 3)));
+}

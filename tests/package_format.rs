@@ -1,0 +1,216 @@
+//! The model package format: the shipped packages agree with their manifests, and every kind of
+//! damage gets its own clear error.
+
+mod common;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use unigrpo::{ErrorKind, Model, ModelOptions};
+
+fn open_err(dir: &std::path::Path) -> unigrpo::Error {
+    match Model::load(dir, &ModelOptions::default()) {
+        Ok(_) => panic!("{} loaded, expected an error", dir.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn shipped_files_agree_with_their_manifests() {
+    for dir in [shapes_dir(), shared_dir()] {
+        let m = unigrpo::package::Package::open(&dir)
+            .expect("open")
+            .manifest;
+        assert!(
+            !m.files.is_empty(),
+            "{}: manifest lists no files",
+            dir.display()
+        );
+        for (name, entry) in &m.files {
+            let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                bytes.len() as u64,
+                entry.bytes,
+                "{}: size of {name}",
+                dir.display()
+            );
+            let hash = format!("{:x}", Sha256::digest(&bytes));
+            assert_eq!(hash, entry.sha256, "{}: sha256 of {name}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn both_packages_load_and_every_graph_matches_its_manifest() {
+    for dir in [shapes_dir(), shared_dir()] {
+        let model = load(&dir);
+        assert_eq!(model.graphs.len(), 6);
+        let info = model.info();
+        assert!(info["parameters"]["total"].as_u64().unwrap() > 0);
+    }
+    let shared = load(&shared_dir());
+    // the BAGEL-like package feeds the velocity net from the text graph's key/value cache
+    assert!(shared
+        .manifest()
+        .image
+        .conditioning
+        .iter()
+        .any(|c| c.source.starts_with("text_decode:present_key")));
+    // a parameter consumed by text and image graphs
+    let shared_param = shared
+        .manifest()
+        .params
+        .tensors
+        .iter()
+        .find(|t| t.name == "l0.qkv.w")
+        .unwrap();
+    assert!(shared_param.graphs.contains(&"velocity".to_string()));
+    assert!(shared_param.graphs.contains(&"text_logprob".to_string()));
+}
+
+#[test]
+fn missing_model_dir() {
+    let e = open_err(std::path::Path::new("/nonexistent/model"));
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.message().contains("/nonexistent/model"), "{e}");
+}
+
+#[test]
+fn missing_graph_file() {
+    let tmp = copy_package(&shapes_dir());
+    std::fs::remove_file(tmp.path().join("velocity.onnx")).unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(
+        e.message().contains("velocity.onnx") && e.message().contains("not found"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_format_version() {
+    let tmp = copy_package(&shapes_dir());
+    let p = tmp.path().join("unigrpo.json");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 7");
+    std::fs::write(&p, text).unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(e.message().contains("unsupported format_version 7"), "{e}");
+}
+
+#[test]
+fn wrong_tensor_name_in_manifest() {
+    let tmp = copy_package(&shapes_dir());
+    let p = tmp.path().join("unigrpo.json");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "\"name\": \"image.conv_in.w\"",
+        "\"name\": \"image.conv_inn.w\"",
+    );
+    std::fs::write(&p, text).unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    let msg = e.message();
+    assert!(msg.contains("params.safetensors"), "{e}");
+    assert!(
+        msg.contains("\"image.conv_inn.w\": expected by the manifest, not in the file"),
+        "{e}"
+    );
+    assert!(
+        msg.contains("\"image.conv_in.w\": in the file, not in the manifest"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_shape_in_manifest() {
+    let tmp = copy_package(&shapes_dir());
+    let p = tmp.path().join("unigrpo.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let t = m["params"]["tensors"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["name"] == "text.tok_emb")
+        .unwrap();
+    let (rows, cols) = (
+        t["shape"][0].as_u64().unwrap(),
+        t["shape"][1].as_u64().unwrap(),
+    );
+    t["shape"][1] = serde_json::json!(99);
+    std::fs::write(&p, serde_json::to_string(&m).unwrap()).unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    let want = format!("\"text.tok_emb\": expected shape [{rows}, 99], found [{rows}, {cols}]");
+    assert!(e.message().contains(&want), "{e}");
+}
+
+#[test]
+fn graph_that_does_not_match_the_manifest() {
+    // the tiny-shared decoder declares a different latent shape than tiny-shapes expects
+    let tmp = copy_package(&shapes_dir());
+    std::fs::copy(
+        shared_dir().join("decoder.onnx"),
+        tmp.path().join("decoder.onnx"),
+    )
+    .unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(
+        e.message().contains(
+            "decoder.onnx: input \"latent\": expected f32 [?, 3, 16, 16], found f32 [-1, 4, 8, 8]"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_onnx() {
+    let tmp = copy_package(&shapes_dir());
+    std::fs::write(
+        tmp.path().join("text_decode.onnx"),
+        b"this is not a protobuf",
+    )
+    .unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(
+        e.message()
+            .contains("text_decode.onnx: not a loadable ONNX graph"),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_safetensors() {
+    let tmp = copy_package(&shapes_dir());
+    let p = tmp.path().join("params.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(
+        e.message()
+            .contains("params.safetensors: not a valid safetensors file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_manifest_and_tokenizer() {
+    let tmp = copy_package(&shapes_dir());
+    std::fs::write(tmp.path().join("unigrpo.json"), b"{ not json").unwrap();
+    let e = open_err(tmp.path());
+    assert!(
+        e.kind() == ErrorKind::ModelFormat && e.message().contains("invalid JSON"),
+        "{e}"
+    );
+    let tmp = copy_package(&shapes_dir());
+    std::fs::write(tmp.path().join("tokenizer.json"), b"{}").unwrap();
+    let e = open_err(tmp.path());
+    assert!(
+        e.kind() == ErrorKind::ModelFormat && e.message().contains("tokenizer.json"),
+        "{e}"
+    );
+}
