@@ -16,6 +16,7 @@ pub mod rng;
 pub mod runtime;
 pub mod sampler;
 pub mod text;
+pub mod train;
 
 pub use cancel::CancelToken;
 pub use error::{Error, ErrorKind, Result};

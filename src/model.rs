@@ -62,6 +62,14 @@ impl Model {
             .ok_or_else(|| Error::format(format!("model has no {role} graph")))
     }
 
+    /// (calls, seconds) spent inside ONNX Runtime over all graphs.
+    pub fn run_stats(&self) -> (u64, f64) {
+        self.graphs
+            .values()
+            .map(|g| g.run_stats())
+            .fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
     pub fn manifest(&self) -> &crate::package::Manifest {
         &self.package.manifest
     }

@@ -241,7 +241,7 @@ def write_package(kind, specs, trainable_groups, info, tokenizer_path, out_dir, 
             if spec.name in ("text_logprob", "velocity"):
                 consumers[k].append(spec.name + "_vjp")
     save_file({k: v.numpy() for k, v in all_train.items()}, os.path.join(tmp, "params.safetensors"),
-              metadata={"format": "unigrpo-params", "package": info["name"]})
+              metadata={"format": "unigrpo-params"})  # one key: safetensors orders keys by hash
     shutil.copy(tokenizer_path, os.path.join(tmp, "tokenizer.json"))
     cfg = info["text_cfg"]
     manifest = {

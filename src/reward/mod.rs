@@ -1,3 +1,81 @@
-//! Rewards: built-in scorers of (prompt, reasoning, image).
+//! Rewards: the host's scorer of (prompt, reasoning, image), called once per trainer step with
+//! every sample of the step. Built in: `shapes` and `exec:COMMAND`.
 
+pub mod exec;
 pub mod shapes;
+
+use crate::error::{Error, Result};
+use crate::image::RgbImage;
+
+/// One sample shown to a reward.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub prompt_index: u32,
+    pub sample_index: u32,
+    pub prompt: &'a str,
+    pub reasoning: &'a str,
+    pub image: &'a RgbImage,
+}
+
+/// One reward per sample; NaN = no reward (the sample is left out). An error, an infinite reward,
+/// or no finite reward at all aborts the step.
+pub trait Reward {
+    fn score(&mut self, samples: &[Sample<'_>]) -> Result<Vec<f32>>;
+}
+
+impl<F: FnMut(&[Sample<'_>]) -> Result<Vec<f32>>> Reward for F {
+    fn score(&mut self, samples: &[Sample<'_>]) -> Result<Vec<f32>> {
+        self(samples)
+    }
+}
+
+/// The built-in `shapes` reward.
+pub struct ShapesReward;
+
+impl Reward for ShapesReward {
+    fn score(&mut self, samples: &[Sample<'_>]) -> Result<Vec<f32>> {
+        samples
+            .iter()
+            .map(|s| Ok(shapes::score(s.prompt, s.image)?.value()))
+            .collect()
+    }
+}
+
+/// Parse a reward name: `shapes` or `exec:COMMAND`.
+pub fn from_name(name: &str) -> Result<Box<dyn Reward>> {
+    if name == "shapes" {
+        return Ok(Box::new(ShapesReward));
+    }
+    if let Some(cmd) = name.strip_prefix("exec:") {
+        if cmd.trim().is_empty() {
+            return Err(Error::invalid(
+                "exec: needs a command, e.g. exec:python3 my_reward.py",
+            ));
+        }
+        return Ok(Box::new(exec::ExecReward::new(cmd)));
+    }
+    Err(Error::invalid(format!(
+        "unknown reward {name:?}: expected \"shapes\" or \"exec:COMMAND\""
+    )))
+}
+
+/// Check a reward vector: one per sample, no infinity, at least one finite.
+pub fn check_rewards(rewards: &[f32], n: usize) -> Result<()> {
+    let err = |m: String| Err(Error::new(crate::error::ErrorKind::Callback, m));
+    if rewards.len() != n {
+        return err(format!(
+            "the reward returned {} values for {n} samples",
+            rewards.len()
+        ));
+    }
+    if let Some(i) = rewards.iter().position(|r| r.is_infinite()) {
+        return err(format!(
+            "the reward of sample {i} is {}: rewards must be finite (NaN = no reward)",
+            rewards[i]
+        ));
+    }
+    if rewards.iter().all(|r| r.is_nan()) {
+        return err("no sample has a reward (all NaN)".into());
+    }
+    Ok(())
+}

@@ -8,7 +8,9 @@ pub use tensor::{DType, Tensor, TensorView};
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{TensorRef, ValueType};
@@ -74,6 +76,9 @@ pub struct Graph {
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
     session: Mutex<Session>,
+    /// Total time spent inside ONNX Runtime's `run` for this graph (for benchmarks).
+    run_nanos: AtomicU64,
+    runs: AtomicU64,
 }
 
 fn port(name: &str, t: &ValueType, path: &Path) -> Result<Port> {
@@ -131,7 +136,17 @@ impl Graph {
             inputs,
             outputs,
             session: Mutex::new(session),
+            run_nanos: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
         })
+    }
+
+    /// (calls, seconds) spent inside ONNX Runtime's `run` so far.
+    pub fn run_stats(&self) -> (u64, f64) {
+        (
+            self.runs.load(Ordering::Relaxed),
+            self.run_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        )
     }
 
     pub fn input(&self, name: &str) -> Option<&Port> {
@@ -181,9 +196,13 @@ impl Graph {
             return Err(Error::cancelled());
         }
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs = session
-            .run_with_options(feed, &*opts)
-            .map_err(|e| Error::from(e).context(format!("graph {}", self.name)))?;
+        let started = Instant::now();
+        let outputs = session.run_with_options(feed, &*opts);
+        self.run_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let outputs =
+            outputs.map_err(|e| Error::from(e).context(format!("graph {}", self.name)))?;
         let names: Vec<&str> = if want.is_empty() {
             self.outputs.iter().map(|p| p.name.as_str()).collect()
         } else {

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Benchmarks: figures and ratios, no pass/fail. Run on an idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== generation ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+cargo bench --bench generate 2>/dev/null

@@ -1,0 +1,233 @@
+//! Checkpoints (safetensors: parameters, AdamW moments, step, random state, configuration) and
+//! export of a complete model package with the trained parameters. Files are written to a
+//! temporary name, fsynced and renamed: a crash mid-save never destroys the previous file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::ArrayD;
+use safetensors::{tensor::TensorView as StView, Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use super::{adamw::AdamWState, TrainConfig, Trainer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::package::ParamSet;
+
+const FORMAT: &str = "unigrpo-checkpoint";
+
+fn bytes_of(a: &ArrayD<f32>) -> Vec<u8> {
+    a.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("rename into", path, e)
+    })?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn serialize(
+    tensors: &BTreeMap<String, Vec<u8>>,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let views: Vec<(String, StView<'_>)> = tensors
+        .iter()
+        .map(|(n, b)| {
+            StView::new(Dtype::F32, shapes[n].clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::runtime(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("serialise: {e}")))
+}
+
+fn read_f32(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<ArrayD<f32>> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| Error::format(format!("{}: tensor {name:?} missing", path.display())))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(Error::format(format!(
+            "{}: tensor {name:?} is {:?}, expected F32",
+            path.display(),
+            t.dtype()
+        )));
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    ArrayD::from_shape_vec(t.shape().to_vec(), v)
+        .map_err(|e| Error::format(format!("{}: {name}: {e}", path.display())))
+}
+
+impl Trainer {
+    /// Save a checkpoint to `path` (atomic).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = BTreeMap::new();
+        let mut shapes = BTreeMap::new();
+        for (n, a) in &self.params.values {
+            for (prefix, arr) in [
+                ("param", Some(a)),
+                ("adam_m", self.opt.m.get(n)),
+                ("adam_v", self.opt.v.get(n)),
+            ] {
+                if let Some(arr) = arr {
+                    tensors.insert(format!("{prefix}/{n}"), bytes_of(arr));
+                    shapes.insert(format!("{prefix}/{n}"), arr.shape().to_vec());
+                }
+            }
+        }
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("version".to_string(), "1".to_string()),
+            ("model".to_string(), self.model.manifest().name.clone()),
+            ("step".to_string(), self.step.to_string()),
+            ("adam_t".to_string(), self.opt.t.to_string()),
+            ("seed".to_string(), self.config.seed.to_string()),
+            (
+                "config".to_string(),
+                serde_json::to_string(&self.config).expect("config json"),
+            ),
+        ]);
+        write_atomic(path, &serialize(&tensors, &shapes, meta)?)
+    }
+
+    /// Read a checkpoint's training configuration (for `--resume` in the CLI).
+    pub fn checkpoint_config(path: &Path) -> Result<TrainConfig> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read checkpoint", path, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::format(format!("{}: not a checkpoint: {e}", path.display())))?;
+        let m = meta.metadata().clone().unwrap_or_default();
+        let cfg = m
+            .get("config")
+            .ok_or_else(|| Error::format(format!("{}: no configuration", path.display())))?;
+        serde_json::from_str(cfg)
+            .map_err(|e| Error::format(format!("{}: configuration: {e}", path.display())))
+    }
+
+    /// Restore parameters, optimiser state, step and random state from `path`. The training
+    /// configuration stays this trainer's; nothing changes if the file does not fit.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read checkpoint", path, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::format(format!("{}: not a valid checkpoint: {e}", path.display()))
+        })?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        let m = meta.metadata().clone().unwrap_or_default();
+        if m.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(Error::format(format!(
+                "{}: not a unigrpo checkpoint",
+                path.display()
+            )));
+        }
+        let model = &self.model.manifest().name;
+        if m.get("model") != Some(model) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}: checkpoint of model {:?}, this trainer's model is {model:?}",
+                    path.display(),
+                    m.get("model")
+                ),
+            ));
+        }
+        let num = |k: &str| -> Result<u64> {
+            m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                Error::format(format!(
+                    "{}: metadata {k:?} missing or invalid",
+                    path.display()
+                ))
+            })
+        };
+        let (step, adam_t, seed) = (num("step")?, num("adam_t")?, num("seed")?);
+        let mut params = ParamSet {
+            names: self.params.names.clone(),
+            values: BTreeMap::new(),
+        };
+        let mut opt = AdamWState {
+            t: adam_t,
+            ..Default::default()
+        };
+        for n in &self.params.names {
+            let p = read_f32(&st, &format!("param/{n}"), path)?;
+            if p.shape() != self.params.values[n].shape() {
+                return Err(Error::format(format!(
+                    "{}: parameter {n:?} has shape {:?}, the model's is {:?}",
+                    path.display(),
+                    p.shape(),
+                    self.params.values[n].shape()
+                )));
+            }
+            params.values.insert(n.clone(), p);
+            for (prefix, map) in [("adam_m", &mut opt.m), ("adam_v", &mut opt.v)] {
+                let key = format!("{prefix}/{n}");
+                if st.names().iter().any(|k| *k == key) {
+                    map.insert(n.clone(), read_f32(&st, &key, path)?);
+                }
+            }
+        }
+        self.restore(params, opt, step);
+        self.seed = seed;
+        Ok(())
+    }
+
+    /// Write a complete model package with the trained parameters into `dir`.
+    pub fn export_model(&self, dir: &Path) -> Result<()> {
+        let src = &self.model.package;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let mut manifest = src.manifest.clone();
+        let mut tensors = BTreeMap::new();
+        let mut shapes = BTreeMap::new();
+        for (n, a) in &self.params.values {
+            tensors.insert(n.clone(), bytes_of(a));
+            shapes.insert(n.clone(), a.shape().to_vec());
+        }
+        let params = serialize(
+            &tensors,
+            &shapes,
+            HashMap::from([("format".to_string(), "unigrpo-params".to_string())]),
+        )?;
+        let mut files: Vec<String> = manifest.graphs.values().cloned().collect();
+        files.push(manifest.tokenizer.clone());
+        for f in &files {
+            let bytes =
+                std::fs::read(src.file(f)).map_err(|e| Error::io("read", &src.file(f), e))?;
+            write_atomic(&dir.join(f), &bytes)?;
+        }
+        let pfile = manifest.params.file.clone();
+        write_atomic(&dir.join(&pfile), &params)?;
+        manifest.files.insert(
+            pfile,
+            crate::package::FileEntry {
+                bytes: params.len() as u64,
+                sha256: format!("{:x}", Sha256::digest(&params)),
+            },
+        );
+        manifest.description = format!(
+            "{} Fine-tuned with UniGRPO for {} steps.",
+            manifest.description, self.step
+        );
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest json") + "\n";
+        write_atomic(&dir.join("unigrpo.json"), text.as_bytes())
+    }
+}

@@ -1,0 +1,126 @@
+//! Rollouts: for each prompt a group of samples, reasoning sampled at the rollout temperature
+//! (top-k and top-p off), then the image by the SDE sampler with per-step log-probs and no
+//! classifier-free guidance. Everything the losses need is kept.
+
+use crate::cancel::CancelToken;
+use crate::error::Result;
+use crate::generate::{build_conditioning, decode_images, denoise, Conditioning, Trajectory};
+use crate::image::RgbImage;
+use crate::model::Model;
+use crate::package::ParamSet;
+use crate::progress::{Progress, Stage};
+use crate::rng;
+use crate::sampler;
+use crate::text::{decode_reasoning, DecodeSettings, Reasoning, SamplingParams};
+
+use super::TrainConfig;
+
+pub struct Rollout {
+    pub prompts: Vec<String>,
+    /// Per sample: its prompt's index, its index in the group, its seed.
+    pub prompt_of: Vec<usize>,
+    pub index_in_group: Vec<usize>,
+    pub seeds: Vec<u64>,
+    /// Per sample: the text model's prompt ids and the sampled reasoning.
+    pub prompt_ids: Vec<Vec<i64>>,
+    pub reasoning: Vec<Reasoning>,
+    pub reasoning_text: Vec<String>,
+    pub cond: Conditioning,
+    pub traj: Trajectory,
+    pub images: Vec<RgbImage>,
+    pub noise_level: f64,
+    pub temperature: f32,
+}
+
+impl Rollout {
+    pub fn len(&self) -> usize {
+        self.prompt_of.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.prompt_of.is_empty()
+    }
+}
+
+/// Roll out `group_size` samples for every prompt; sample k uses `seeds[k]`.
+pub fn rollout(
+    model: &Model,
+    params: &ParamSet,
+    prompts: &[&str],
+    seeds: &[u64],
+    cfg: &TrainConfig,
+    cancel: Option<&CancelToken>,
+    progress: &mut Progress<'_>,
+) -> Result<Rollout> {
+    let g = cfg.group_size as usize;
+    let tok = &model.tokenizer;
+    let max_new = cfg.max_reasoning_tokens as usize;
+    let per_prompt = prompts
+        .iter()
+        .map(|p| tok.reasoning_prompt(p, max_new))
+        .collect::<Result<Vec<_>>>()?;
+    let prompt_of: Vec<usize> = (0..prompts.len() * g).map(|k| k / g).collect();
+    let prompt_ids: Vec<Vec<i64>> = prompt_of.iter().map(|&i| per_prompt[i].clone()).collect();
+    let mut text_rngs: Vec<_> = seeds
+        .iter()
+        .map(|&s| rng::stream(s, rng::STREAM_TEXT))
+        .collect();
+    let settings = DecodeSettings {
+        max_new_tokens: max_new,
+        sampling: SamplingParams {
+            temperature: cfg.temperature,
+            top_k: 0,
+            top_p: 1.0,
+        },
+    };
+    let reasoning = decode_reasoning(
+        model,
+        params,
+        &prompt_ids,
+        &settings,
+        &mut text_rngs,
+        cancel,
+        progress,
+    )?;
+    let contexts = prompt_of
+        .iter()
+        .zip(&reasoning)
+        .map(|(&i, r)| tok.image_context(prompts[i], Some(r.content(tok.end_reasoning))))
+        .collect::<Result<Vec<_>>>()?;
+    let cond = build_conditioning(model, params, &contexts, cancel)?;
+    let mut noise: Vec<_> = seeds
+        .iter()
+        .map(|&s| rng::stream(s, rng::STREAM_NOISE))
+        .collect();
+    let grid = sampler::timestep_grid(cfg.num_steps as usize, model.manifest().sampler.shift);
+    let (x, traj) = denoise(
+        model,
+        params,
+        &cond,
+        &mut noise,
+        &grid,
+        cfg.noise_level as f64,
+        true,
+        cancel,
+        progress,
+    )?;
+    progress.report(Stage::Decoding, 0, 1);
+    let images = decode_images(model, &x, cancel)?;
+    let reasoning_text = reasoning
+        .iter()
+        .map(|r| tok.decode(r.content(tok.end_reasoning)))
+        .collect();
+    Ok(Rollout {
+        prompts: prompts.iter().map(|s| s.to_string()).collect(),
+        index_in_group: (0..prompt_of.len()).map(|k| k % g).collect(),
+        prompt_of,
+        seeds: seeds.to_vec(),
+        prompt_ids,
+        reasoning,
+        reasoning_text,
+        cond,
+        traj: traj.expect("trajectory kept"),
+        images,
+        noise_level: cfg.noise_level as f64,
+        temperature: cfg.temperature,
+    })
+}
