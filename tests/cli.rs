@@ -128,3 +128,184 @@ fn inspect_describes_the_package() {
         assert!(s.contains(needle), "missing {needle:?} in\n{s}");
     }
 }
+
+#[test]
+fn train_writes_a_run_directory_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(
+        &prompts,
+        "a red circle\ntwo blue squares\na few warm-coloured shapes\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let train = |steps: &str, extra: &[&str]| {
+        let o = unigrpo()
+            .args(["train", "--model"])
+            .arg(common::shapes_dir())
+            .arg("--prompts")
+            .arg(&prompts)
+            .args([
+                "--reward",
+                "shapes",
+                "--steps",
+                steps,
+                "--group-size",
+                "3",
+                "--prompts-per-step",
+                "2",
+            ])
+            .args([
+                "--rollout-steps",
+                "4",
+                "--threads",
+                "1",
+                "--checkpoint-every",
+                "1",
+                "--samples-every",
+                "1",
+                "--out",
+            ])
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let err = train("2", &[]);
+    assert!(err.contains("training configuration"), "{err}");
+    for f in [
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "samples.jsonl",
+        "reward.png",
+        "config.json",
+        "model/unigrpo.json",
+    ] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for key in [
+        "step",
+        "reward_mean",
+        "reward_std",
+        "frac_zero_std",
+        "loss",
+        "text_loss",
+        "image_loss",
+        "velocity_mse",
+        "text_kl",
+        "image_kl",
+        "text_clip_frac",
+        "image_clip_frac",
+        "approx_kl",
+        "grad_norm",
+        "seconds",
+    ] {
+        assert!(lines[1].get(key).is_some(), "metrics lack {key}");
+    }
+    // resume: continues at step 3 with the checkpoint's configuration
+    let err = train(
+        "3",
+        &[
+            "--resume",
+            run.join("checkpoint.safetensors").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("resumed from") && err.contains("at step 2"),
+        "{err}"
+    );
+    let n = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(n, 3);
+    // the exported model generates
+    let o = unigrpo()
+        .args(["generate", "--model"])
+        .arg(run.join("model"))
+        .args(["--prompt", "a red circle", "--out"])
+        .arg(dir.path().join("g.png"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn rollout_dump_has_the_documented_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("r.safetensors");
+    let o = unigrpo()
+        .args(["rollout", "--model"])
+        .arg(common::shapes_dir())
+        .args([
+            "--prompt",
+            "a few warm-coloured shapes",
+            "--reward",
+            "exec:python3 examples/reward_red.py",
+        ])
+        .args([
+            "--group-size",
+            "4",
+            "--seed",
+            "5",
+            "--rollout-steps",
+            "5",
+            "--threads",
+            "1",
+            "--dump",
+        ])
+        .arg(&dump)
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&dump).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |n: &str| {
+        st.tensor(n)
+            .unwrap_or_else(|_| panic!("no {n}"))
+            .shape()
+            .to_vec()
+    };
+    assert_eq!(shape("latents"), vec![4, 6, 3, 16, 16]);
+    assert_eq!(shape("velocities"), vec![4, 5, 3, 16, 16]);
+    assert_eq!(shape("timesteps"), vec![6]);
+    assert_eq!(shape("image_logprobs"), vec![4, 5]);
+    assert_eq!(shape("noise_level"), vec![1]);
+    assert_eq!(shape("rewards"), vec![4]);
+    assert_eq!(shape("advantages"), vec![4]);
+    assert_eq!(shape("truncated"), vec![4]);
+    let l = shape("token_ids")[1];
+    assert_eq!(shape("token_logprobs"), vec![4, l]);
+    assert_eq!(
+        st.tensor("token_ids").unwrap().dtype(),
+        safetensors::Dtype::I64
+    );
+    assert_eq!(
+        st.tensor("token_mask").unwrap().dtype(),
+        safetensors::Dtype::U8
+    );
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let m = meta.metadata().clone().unwrap();
+    assert_eq!(m["prompt"], "a few warm-coloured shapes");
+    assert_eq!(m["seed"], "5");
+    let reasoning: Vec<String> = serde_json::from_str(&m["reasoning"]).unwrap();
+    assert_eq!(reasoning.len(), 4);
+    // the exec reward (redness) was used: rewards are in [-1, 1], not the shapes score grid
+    let rewards: Vec<f32> = st
+        .tensor("rewards")
+        .unwrap()
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert!(rewards.iter().all(|r| (-1.0..=1.0).contains(r)));
+}

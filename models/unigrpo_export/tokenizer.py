@@ -16,4 +16,7 @@ def build_word_tokenizer(texts) -> Tokenizer:
         vocab[w] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre
+    # Special tokens are matched whole before pre-tokenisation (else "</think>" splits into
+    # "</", "think", ">") and skipped when decoding.
+    tok.add_special_tokens(SPECIALS)
     return tok

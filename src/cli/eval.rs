@@ -42,7 +42,25 @@ pub struct Scored {
     pub prompt: String,
     pub reasoning: String,
     pub image: unigrpo::RgbImage,
-    pub score: shapes::Score,
+    pub value: f32,
+    pub all_met: bool,
+}
+
+impl Scored {
+    pub fn with_value(
+        prompt: &str,
+        reasoning: &str,
+        image: &unigrpo::RgbImage,
+        value: f32,
+    ) -> Scored {
+        Scored {
+            prompt: prompt.into(),
+            reasoning: reasoning.into(),
+            image: image.clone(),
+            value,
+            all_met: value >= 1.0,
+        }
+    }
 }
 
 fn layout_name(s: &shapes::Spec) -> &'static str {
@@ -126,18 +144,19 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
                 prompt: g.prompt,
                 reasoning: g.reasoning,
                 image: g.image,
-                score,
+                value: score.value(),
+                all_met: score.all_met(),
             });
         }
         bar.inc(chunk.len() as u64);
-        let mean = scored.iter().map(|s| s.score.value() as f64).sum::<f64>() / scored.len() as f64;
+        let mean = scored.iter().map(|s| s.value as f64).sum::<f64>() / scored.len() as f64;
         bar.set_message(format!("mean {mean:.3}"));
     }
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     let n = scored.len();
-    let mean = scored.iter().map(|s| s.score.value() as f64).sum::<f64>() / n as f64;
-    let strict = scored.iter().filter(|s| s.score.all_met()).count() as f64 / n as f64;
+    let mean = scored.iter().map(|s| s.value as f64).sum::<f64>() / n as f64;
+    let strict = scored.iter().filter(|s| s.all_met).count() as f64 / n as f64;
     if let Some(path) = &a.grid {
         super::grid::write_grid(path, &scored[..n.min(48)])?;
     }

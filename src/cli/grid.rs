@@ -79,14 +79,74 @@ pub fn write_grid(path: &Path, items: &[Scored]) -> Result<(), Error> {
                 .map(|l| (l, [60, 60, 160])),
         );
         lines.truncate(TEXT_LINES - 1);
-        let good = s.score.all_met();
+        let good = s.all_met;
         lines.push((
-            format!("score {:.2}", s.score.value()),
+            format!("score {:.2}", s.value),
             if good { [0, 140, 0] } else { [200, 0, 0] },
         ));
         for (k, (line, colour)) in lines.iter().enumerate() {
             draw_text(&mut buf, w, cx + 4, cy + img_w + 4 + k * 10, line, *colour);
         }
     }
+    RgbImage::new(w as u32, h as u32, buf).save_png(path)
+}
+
+/// A line plot of (x, y) points with axis labels, in the same bitmap font.
+pub fn write_line_plot(path: &Path, title: &str, pts: &[(f64, f64)]) -> Result<(), Error> {
+    let (w, h, m) = (640usize, 360usize, 48usize);
+    let mut buf = vec![255u8; w * h * 3];
+    let (x0, x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x1, y1) = (
+        if x1 > x0 { x1 } else { x0 + 1.0 },
+        if y1 > y0 { y1 } else { y0 + 1e-3 },
+    );
+    let px = |x: f64| m + ((x - x0) / (x1 - x0) * (w - 2 * m) as f64) as usize;
+    let py = |y: f64| h - m - ((y - y0) / (y1 - y0) * (h - 2 * m) as f64) as usize;
+    let mut dot = |x: usize, y: usize, c: [u8; 3]| {
+        if x < w && y < h {
+            buf[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&c);
+        }
+    };
+    for x in m..w - m {
+        dot(x, h - m, [0, 0, 0]);
+    }
+    for y in m..h - m + 1 {
+        dot(m, y, [0, 0, 0]);
+    }
+    for p in pts.windows(2) {
+        let (ax, ay, bx, by) = (
+            px(p[0].0) as f64,
+            py(p[0].1) as f64,
+            px(p[1].0) as f64,
+            py(p[1].1) as f64,
+        );
+        let n = ((bx - ax).abs().max((by - ay).abs()) as usize).max(1);
+        for k in 0..=n {
+            let f = k as f64 / n as f64;
+            dot(
+                (ax + f * (bx - ax)) as usize,
+                (ay + f * (by - ay)) as usize,
+                [200, 30, 30],
+            );
+        }
+    }
+    draw_text(&mut buf, w, m, 16, title, [0, 0, 0]);
+    draw_text(&mut buf, w, 4, m - 4, &format!("{y1:.3}"), [0, 0, 0]);
+    draw_text(&mut buf, w, 4, h - m - 4, &format!("{y0:.3}"), [0, 0, 0]);
+    draw_text(&mut buf, w, m, h - m + 8, &format!("{x0}"), [0, 0, 0]);
+    let label = format!("{x1}");
+    draw_text(
+        &mut buf,
+        w,
+        w - m - 8 * label.len(),
+        h - m + 8,
+        &label,
+        [0, 0, 0],
+    );
     RgbImage::new(w as u32, h as u32, buf).save_png(path)
 }

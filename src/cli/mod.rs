@@ -2,6 +2,7 @@
 
 mod eval;
 mod grid;
+mod train;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,6 +33,10 @@ enum Cmd {
     Inspect(InspectArgs),
     /// Generate for every prompt of a file and score with a built-in reward.
     Eval(eval::EvalArgs),
+    /// Fine-tune with UniGRPO on a reward.
+    Train(train::TrainArgs),
+    /// One group's rollout, dumped for offline analysis.
+    Rollout(train::RolloutArgs),
 }
 
 #[derive(Args, Clone)]
@@ -321,6 +326,8 @@ pub fn run() -> i32 {
         Cmd::Generate(a) => generate(a),
         Cmd::Inspect(a) => inspect(a),
         Cmd::Eval(a) => eval::run(a),
+        Cmd::Train(a) => train::train(a),
+        Cmd::Rollout(a) => train::rollout_cmd(a),
     };
     match res {
         Ok(()) => 0,

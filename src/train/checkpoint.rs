@@ -48,10 +48,22 @@ fn serialize(
     shapes: &BTreeMap<String, Vec<usize>>,
     meta: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
+    let typed: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, b)| (n.clone(), (Dtype::F32, shapes[n].clone(), b.clone())))
+        .collect();
+    serialize_typed(&typed, meta)
+}
+
+/// Serialise named tensors of any dtype (raw little-endian bytes) with string metadata.
+pub fn serialize_typed(
+    tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, StView<'_>)> = tensors
         .iter()
-        .map(|(n, b)| {
-            StView::new(Dtype::F32, shapes[n].clone(), b)
+        .map(|(n, (dt, shape, b))| {
+            StView::new(*dt, shape.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| Error::runtime(format!("tensor {n}: {e}")))
         })

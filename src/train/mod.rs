@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod advantages;
 mod checkpoint;
+pub use checkpoint::{serialize_typed, write_atomic};
 mod config;
 pub mod losses;
 pub mod objective;

@@ -1,0 +1,471 @@
+//! `unigrpo train` and `unigrpo rollout`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use safetensors::Dtype;
+
+use unigrpo::reward::{self, Reward, Sample};
+use unigrpo::rng::derive_seed;
+use unigrpo::train::{
+    advantages::group_advantages, rollout::rollout, serialize_typed, write_atomic, TrainConfig,
+    Trainer,
+};
+use unigrpo::{Error, ErrorKind, Progress};
+
+use super::{ctrlc_token, RuntimeArgs};
+
+/// Training flags; unset ones take the model's defaults (or, with --resume, the checkpoint's).
+#[derive(Args, Clone)]
+pub struct TrainFlags {
+    #[arg(long)]
+    group_size: Option<u32>,
+    #[arg(long)]
+    updates_per_step: Option<u32>,
+    /// Samples per VJP call (0 = all of an update's share).
+    #[arg(long)]
+    micro_batch: Option<u32>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    rollout_steps: Option<u32>,
+    #[arg(long)]
+    noise_level: Option<f32>,
+    #[arg(long)]
+    timestep_fraction: Option<f32>,
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    velocity_mse_weight: Option<f32>,
+    #[arg(long)]
+    image_kl_weight: Option<f32>,
+    #[arg(long)]
+    text_kl_weight: Option<f32>,
+    #[arg(long)]
+    image_clip_range: Option<f32>,
+    #[arg(long)]
+    no_train_text: bool,
+    #[arg(long)]
+    no_train_image: bool,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl TrainFlags {
+    fn apply(&self, c: &mut TrainConfig) {
+        macro_rules! set {
+            ($($f:ident => $g:ident),*) => { $( if let Some(v) = self.$f { c.$g = v; } )* };
+        }
+        set!(group_size => group_size, updates_per_step => updates_per_step, micro_batch => micro_batch_size,
+             lr => learning_rate, rollout_steps => num_steps, noise_level => noise_level,
+             timestep_fraction => train_timestep_fraction, temperature => temperature,
+             velocity_mse_weight => velocity_mse_weight, image_kl_weight => image_kl_weight,
+             text_kl_weight => text_kl_weight, image_clip_range => image_clip_range, seed => seed);
+        if self.no_train_text {
+            c.train_text = false;
+        }
+        if self.no_train_image {
+            c.train_image = false;
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    rt: RuntimeArgs,
+    /// Prompt file, one per line.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// shapes, or exec:COMMAND (docs/rewards.md).
+    #[arg(long)]
+    reward: String,
+    /// Trainer steps (each: a rollout batch and its optimiser steps).
+    #[arg(long)]
+    steps: u64,
+    #[arg(long)]
+    prompts_per_step: Option<u32>,
+    #[command(flatten)]
+    flags: TrainFlags,
+    /// Continue from a checkpoint (its configuration, overridden by the flags given).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    checkpoint_every: u64,
+    /// Write samples.jsonl entries and a sample grid every K steps (0 = never).
+    #[arg(long, default_value_t = 10)]
+    samples_every: u64,
+    /// Stop after this many minutes of wall time (checkpoint and export as at the end).
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Run directory: metrics.jsonl, checkpoint.safetensors, samples, model/, reward.png.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn read_prompts(path: &Path) -> Result<Vec<String>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read prompts", path, e))?;
+    let p: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if p.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} holds no prompts",
+            path.display()
+        )));
+    }
+    Ok(p)
+}
+
+/// Prompts of trainer step `step`: consecutive entries of a seeded permutation of the file.
+fn step_prompts(all: &[String], order: &[usize], step: u64, per_step: usize) -> Vec<String> {
+    (0..per_step)
+        .map(|k| all[order[(step as usize * per_step + k) % all.len()]].clone())
+        .collect()
+}
+
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by_key(|&i| derive_seed(seed, i as u64, 0x5eed));
+    idx
+}
+
+/// Wraps a reward to keep the last scored batch (for samples.jsonl and the grids).
+struct Recording<'a> {
+    inner: &'a mut dyn Reward,
+    last: Vec<(String, String, f32, unigrpo::RgbImage)>,
+}
+
+impl Reward for Recording<'_> {
+    fn score(&mut self, samples: &[Sample<'_>]) -> unigrpo::Result<Vec<f32>> {
+        let r = self.inner.score(samples)?;
+        self.last = samples
+            .iter()
+            .zip(&r)
+            .map(|(s, &v)| {
+                (
+                    s.prompt.to_string(),
+                    s.reasoning.to_string(),
+                    v,
+                    s.image.clone(),
+                )
+            })
+            .collect();
+        Ok(r)
+    }
+}
+
+pub fn train(a: TrainArgs) -> Result<(), Error> {
+    let prompts = read_prompts(&a.prompts)?;
+    let mut reward = reward::from_name(&a.reward)?;
+    let model = Arc::new(a.rt.load()?);
+    let mut cfg = match &a.resume {
+        Some(p) => Trainer::checkpoint_config(p)?,
+        None => TrainConfig::defaults(&model),
+    };
+    a.flags.apply(&mut cfg);
+    let per_step = a
+        .prompts_per_step
+        .unwrap_or(model.manifest().training.prompts_per_step)
+        .max(1) as usize;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io("create", &a.out, e))?;
+    let mut trainer = Trainer::new(model.clone(), cfg.clone())?;
+    if let Some(p) = &a.resume {
+        trainer.load(p)?;
+        eprintln!(
+            "resumed from {} at step {}",
+            p.display(),
+            trainer.step_count()
+        );
+    }
+    let cfg_json = serde_json::json!({"train": cfg, "prompts_per_step": per_step, "prompts": a.prompts, "reward": a.reward});
+    eprintln!("training configuration: {cfg_json}");
+    write_atomic(
+        &a.out.join("config.json"),
+        (serde_json::to_string_pretty(&cfg_json).expect("json") + "\n").as_bytes(),
+    )?;
+    let order = permutation(prompts.len(), cfg.seed);
+    let ckpt = a.out.join("checkpoint.safetensors");
+    let metrics_path = a.out.join("metrics.jsonl");
+    let open_append = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| Error::io("open", p, e))
+    };
+    let mut metrics = open_append(&metrics_path)?;
+    let mut samples_log = open_append(&a.out.join("samples.jsonl"))?;
+    let cancel = ctrlc_token();
+    let bar = ProgressBar::new(a.steps);
+    bar.set_style(
+        ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let start_step = trainer.step_count();
+    bar.set_position(start_step.min(a.steps));
+    let t0 = Instant::now();
+    let mut outcome = Ok(());
+    while trainer.step_count() < a.steps {
+        if a.max_minutes
+            .is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0)
+        {
+            eprintln!(
+                "time budget of {} minutes reached",
+                a.max_minutes.unwrap_or(0.0)
+            );
+            break;
+        }
+        let step = trainer.step_count();
+        let ps = step_prompts(&prompts, &order, step, per_step);
+        let refs: Vec<&str> = ps.iter().map(String::as_str).collect();
+        let mut rec = Recording {
+            inner: reward.as_mut(),
+            last: vec![],
+        };
+        match trainer.step(&refs, &mut rec, Some(&cancel), &mut Progress::none()) {
+            Ok(s) => {
+                writeln!(metrics, "{}", serde_json::to_string(&s).expect("json"))
+                    .map_err(|e| Error::io("write", &metrics_path, e))?;
+                bar.set_position(s.step);
+                bar.set_message(format!(
+                    "reward {:.3} ± {:.3}, loss {:+.4}, {:.2} s/step",
+                    s.reward_mean, s.reward_std, s.loss, s.seconds
+                ));
+                if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
+                    for (p, r, v, _) in &rec.last {
+                        let line = serde_json::json!({"step": s.step, "prompt": p, "reasoning": r, "reward": v});
+                        writeln!(samples_log, "{line}")
+                            .map_err(|e| Error::io("write", &a.out, e))?;
+                    }
+                    let items: Vec<super::eval::Scored> = rec
+                        .last
+                        .iter()
+                        .take(48)
+                        .map(|(p, r, v, img)| super::eval::Scored::with_value(p, r, img, *v))
+                        .collect();
+                    super::grid::write_grid(
+                        &a.out.join(format!("samples-{:05}.png", s.step)),
+                        &items,
+                    )?;
+                }
+                if a.checkpoint_every > 0 && s.step % a.checkpoint_every == 0 {
+                    trainer.save(&ckpt)?;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Cancelled => {
+                eprintln!("cancelled: writing a final checkpoint");
+                outcome = Err(e);
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    bar.finish();
+    trainer.save(&ckpt)?;
+    write_reward_plot(&metrics_path, &a.out.join("reward.png"))?;
+    if outcome.is_ok() {
+        trainer.export_model(&a.out.join("model"))?;
+        eprintln!(
+            "{} steps in {:.0} s; checkpoint {}, model {}",
+            trainer.step_count() - start_step,
+            t0.elapsed().as_secs_f64(),
+            ckpt.display(),
+            a.out.join("model").display()
+        );
+    }
+    outcome
+}
+
+fn write_reward_plot(metrics: &Path, out: &Path) -> Result<(), Error> {
+    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io("read", metrics, e))?;
+    let pts: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_f64()?, v["reward_mean"].as_f64()?)))
+        .collect();
+    if pts.is_empty() {
+        return Ok(());
+    }
+    super::grid::write_line_plot(out, "reward_mean per step", &pts)
+}
+
+#[derive(Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    rt: RuntimeArgs,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long)]
+    reward: String,
+    #[arg(long)]
+    group_size: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    rollout_steps: Option<u32>,
+    #[arg(long)]
+    noise_level: Option<f32>,
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Output file (safetensors; format in docs/rollout-dump.md).
+    #[arg(long)]
+    dump: PathBuf,
+}
+
+fn f32_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    v.into_iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn rollout_cmd(a: RolloutArgs) -> Result<(), Error> {
+    let mut reward = reward::from_name(&a.reward)?;
+    let model = a.rt.load()?;
+    let mut cfg = TrainConfig::defaults(&model);
+    if let Some(g) = a.group_size {
+        cfg.group_size = g;
+    }
+    if let Some(v) = a.rollout_steps {
+        cfg.num_steps = v;
+    }
+    if let Some(v) = a.noise_level {
+        cfg.noise_level = v;
+    }
+    if let Some(v) = a.temperature {
+        cfg.temperature = v;
+    }
+    cfg.updates_per_step = 1;
+    cfg.validate()?;
+    let g = cfg.group_size as usize;
+    let seeds: Vec<u64> = (0..g as u64).map(|k| derive_seed(a.seed, 0, k)).collect();
+    let r = rollout(
+        &model,
+        &model.params,
+        &[a.prompt.as_str()],
+        &seeds,
+        &cfg,
+        None,
+        &mut Progress::none(),
+    )?;
+    let samples: Vec<Sample<'_>> = (0..g)
+        .map(|k| Sample {
+            prompt_index: 0,
+            sample_index: k as u32,
+            prompt: &r.prompts[0],
+            reasoning: &r.reasoning_text[k],
+            image: &r.images[k],
+        })
+        .collect();
+    let rewards = reward.score(&samples)?;
+    reward::check_rewards(&rewards, g)?;
+    let (adv, _) = group_advantages(&rewards, &r.prompt_of, cfg.global_std, cfg.advantage_clip);
+    let shape = model.manifest().image.latent_shape.clone();
+    let t = cfg.num_steps as usize;
+    let l = r
+        .reasoning
+        .iter()
+        .map(|x| x.tokens.len())
+        .max()
+        .unwrap_or(0);
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut put = |name: &str, dt: Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
+        tensors.insert(name.to_string(), (dt, shape, bytes));
+    };
+    let lat_shape = |n: usize| [vec![g, n], shape.clone()].concat();
+    put(
+        "latents",
+        Dtype::F32,
+        lat_shape(t + 1),
+        f32_bytes(r.traj.latents.iter().flatten().flatten().copied()),
+    );
+    put(
+        "velocities",
+        Dtype::F32,
+        lat_shape(t),
+        f32_bytes(r.traj.velocities.iter().flatten().flatten().copied()),
+    );
+    put(
+        "timesteps",
+        Dtype::F32,
+        vec![t + 1],
+        f32_bytes(r.traj.grid.iter().map(|&x| x as f32)),
+    );
+    put(
+        "image_logprobs",
+        Dtype::F32,
+        vec![g, t],
+        f32_bytes(r.traj.logprobs.iter().flatten().map(|&x| x as f32)),
+    );
+    put(
+        "noise_level",
+        Dtype::F32,
+        vec![1],
+        f32_bytes([cfg.noise_level]),
+    );
+    let pad = model.tokenizer.pad;
+    let mut ids = Vec::new();
+    let mut lps = Vec::new();
+    let mut mask = Vec::new();
+    for x in &r.reasoning {
+        for k in 0..l {
+            ids.extend(x.tokens.get(k).copied().unwrap_or(pad).to_le_bytes());
+            lps.push(x.logprobs.get(k).copied().unwrap_or(0.0));
+            mask.push((k < x.tokens.len()) as u8);
+        }
+    }
+    put("token_ids", Dtype::I64, vec![g, l], ids);
+    put("token_logprobs", Dtype::F32, vec![g, l], f32_bytes(lps));
+    put("token_mask", Dtype::U8, vec![g, l], mask);
+    put(
+        "truncated",
+        Dtype::U8,
+        vec![g],
+        r.reasoning.iter().map(|x| x.truncated as u8).collect(),
+    );
+    put(
+        "rewards",
+        Dtype::F32,
+        vec![g],
+        f32_bytes(rewards.iter().copied()),
+    );
+    put(
+        "advantages",
+        Dtype::F32,
+        vec![g],
+        f32_bytes(adv.iter().copied()),
+    );
+    let meta = HashMap::from([
+        ("format".to_string(), "unigrpo-rollout".to_string()),
+        ("prompt".to_string(), a.prompt.clone()),
+        (
+            "reasoning".to_string(),
+            serde_json::to_string(&r.reasoning_text).expect("json"),
+        ),
+        ("seed".to_string(), a.seed.to_string()),
+        ("model".to_string(), model.manifest().name.clone()),
+        (
+            "config".to_string(),
+            serde_json::to_string(&cfg).expect("json"),
+        ),
+    ]);
+    write_atomic(&a.dump, &serialize_typed(&tensors, meta)?)?;
+    for k in 0..g {
+        println!(
+            "{k:>3}  reward {:.3}  advantage {:+.3}  {}",
+            rewards[k], adv[k], r.reasoning_text[k]
+        );
+    }
+    eprintln!("wrote {}", a.dump.display());
+    Ok(())
+}
