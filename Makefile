@@ -4,7 +4,8 @@ PROMPT ?= a circle the colour of the sky
 SEED ?= 7
 MODEL ?= models/tiny-shapes
 
-.PHONY: all ort build demo test lint bench clean
+.PHONY: all ort build demo test lint bench clean install
+PREFIX ?= /usr/local
 
 all: build
 
@@ -25,6 +26,7 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 test: ort lint
+	$(CARGO) build --release
 	$(CARGO) test --release
 
 bench: build
@@ -33,3 +35,13 @@ bench: build
 clean:
 	$(CARGO) clean
 	rm -rf out
+
+# Header, both libraries, ONNX Runtime beside them (found there at run time) and unigrpo.pc.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/unigrpo.h bindings/cpp/unigrpo.hpp $(DESTDIR)$(PREFIX)/include/
+	install -m 755 target/release/libunigrpo.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 target/release/libunigrpo.a $(DESTDIR)$(PREFIX)/lib/
+	cp -P .cache/onnxruntime/lib/libonnxruntime*.so* $(DESTDIR)$(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)|' \
+		bindings/unigrpo.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/unigrpo.pc

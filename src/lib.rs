@@ -6,6 +6,7 @@
 
 pub mod cancel;
 pub mod error;
+pub mod ffi;
 pub mod generate;
 pub mod image;
 pub mod model;

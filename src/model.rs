@@ -125,6 +125,7 @@ impl Model {
                 "text": count("text_logprob"),
                 "image": count("velocity"),
             },
+            "onnxruntime": runtime::loaded().map(|(p, v)| serde_json::json!({"path": p, "version": v})),
             "sampler": m.sampler,
             "generation": m.generation,
             "training": m.training,

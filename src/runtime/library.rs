@@ -93,6 +93,15 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment:
         return check_same(l, explicit).map(|_| &l.env);
     }
     let cands = candidates(explicit);
+    if std::env::var_os("UNIGRPO_DEBUG").is_some() {
+        for (p, why) in &cands {
+            eprintln!(
+                "unigrpo: ONNX Runtime candidate {} ({why}): {}",
+                p.display(),
+                if p.exists() { "found" } else { "absent" }
+            );
+        }
+    }
     let mut tried = Vec::new();
     let mut chosen = None;
     for (p, why) in &cands {
