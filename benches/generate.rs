@@ -1,7 +1,9 @@
 //! Generation benchmark (`make bench`): prints figures, asserts nothing.
 //!
 //! - latency of one demo image with reasoning at the model's default steps;
-//! - a batch of 32 samples: images per second and the share of wall time outside ONNX Runtime.
+//! - a batch of 32 samples: images per second and the share of wall time outside ONNX Runtime;
+//! - a UniGRPO trainer step of 4 prompts x group 8 with the model's training defaults: seconds per
+//!   step and the share of step time outside ONNX Runtime.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,15 +18,17 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let model = Model::load(
-        &dir,
-        &ModelOptions {
-            device: "cpu".into(),
-            intra_threads: threads,
-            onnxruntime_path: None,
-        },
-    )
-    .expect("load model");
+    let model = std::sync::Arc::new(
+        Model::load(
+            &dir,
+            &ModelOptions {
+                device: "cpu".into(),
+                intra_threads: threads,
+                onnxruntime_path: None,
+            },
+        )
+        .expect("load model"),
+    );
     let p = GenerateParams::defaults(&model);
     let prompt = "a circle the colour of the sky";
     let run = |prompts: &[&str], seeds: &[u64], p: &GenerateParams| {
@@ -87,4 +91,35 @@ fn main() {
             outside * 100.0
         );
     }
+    let cfg = unigrpo::train::TrainConfig::defaults(&model);
+    let mut trainer = unigrpo::train::Trainer::new(model.clone(), cfg.clone()).expect("trainer");
+    let prompts = [
+        "a few warm-coloured shapes",
+        "a circle the colour of the sky",
+        "two red circles",
+        "a blue square left of a green triangle",
+    ];
+    let mut reward = unigrpo::reward::ShapesReward;
+    trainer
+        .step(&prompts, &mut reward, None, &mut Progress::none())
+        .expect("step");
+    let (_, ort0) = model.run_stats();
+    let reps = 5;
+    let t = Instant::now();
+    for _ in 0..reps {
+        trainer
+            .step(&prompts, &mut reward, None, &mut Progress::none())
+            .expect("step");
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let (_, ort1) = model.run_stats();
+    println!(
+        "trainer step, 4 prompts x group {} ({} rollout steps, {} trained, {} updates): {:.0} ms per step, {:.1}% of step time outside ONNX Runtime",
+        cfg.group_size,
+        cfg.num_steps,
+        cfg.trained_steps(),
+        cfg.updates_per_step,
+        wall / reps as f64 * 1e3,
+        (1.0 - (ort1 - ort0) / wall) * 100.0
+    );
 }
