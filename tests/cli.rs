@@ -309,3 +309,37 @@ fn rollout_dump_has_the_documented_tensors() {
         .collect();
     assert!(rewards.iter().all(|r| (-1.0..=1.0).contains(r)));
 }
+
+#[test]
+fn score_explains_what_the_reward_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("s.png");
+    // a red 5x5 square at the left of a black 16x16 image
+    let mut data = vec![0u8; 16 * 16 * 3];
+    for y in 5..10 {
+        for x in 1..6 {
+            data[(y * 16 + x) * 3] = 220;
+            data[(y * 16 + x) * 3 + 1] = 40;
+            data[(y * 16 + x) * 3 + 2] = 40;
+        }
+    }
+    unigrpo::RgbImage::new(16, 16, data).save_png(&png).unwrap();
+    let o = unigrpo()
+        .args(["score", "--prompt", "a red square on the left", "--image"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        s.contains("Red Square: 25 pixels, box centre (3.5, 7.5)")
+            && s.contains("score 1.000 (4 of 4"),
+        "{s}"
+    );
+    let o = unigrpo()
+        .args(["score", "--prompt", "a red square on the right", "--image"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("score 0.750 (3 of 4"));
+}

@@ -37,6 +37,8 @@ enum Cmd {
     Train(train::TrainArgs),
     /// One group's rollout, dumped for offline analysis.
     Rollout(train::RolloutArgs),
+    /// Score a PNG against a prompt with the shapes reward, showing what it saw.
+    Score(ScoreArgs),
 }
 
 #[derive(Args, Clone)]
@@ -319,6 +321,36 @@ fn inspect(a: InspectArgs) -> Result<(), Error> {
     Ok(())
 }
 
+#[derive(Args)]
+struct ScoreArgs {
+    #[arg(long)]
+    prompt: String,
+    /// An RGB PNG (as written by generate; scaled-up images are scored as they are).
+    #[arg(long)]
+    image: PathBuf,
+}
+
+fn score(a: ScoreArgs) -> Result<(), Error> {
+    use unigrpo::reward::shapes;
+    let img = unigrpo::RgbImage::load_png(&a.image)?;
+    let spec = shapes::parse_prompt(&a.prompt)?;
+    let s = shapes::score_spec(&spec, &img);
+    println!("constraints: {spec:?}");
+    for c in shapes::components(&img) {
+        println!(
+            "  {:?} {:?}: {} pixels, box centre ({:.1}, {:.1})",
+            c.colour, c.shape, c.pixels, c.cx, c.cy
+        );
+    }
+    println!(
+        "score {:.3} ({} of {} constraints met)",
+        s.value(),
+        s.met,
+        s.total
+    );
+    Ok(())
+}
+
 /// Run the CLI; returns the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
@@ -328,6 +360,7 @@ pub fn run() -> i32 {
         Cmd::Eval(a) => eval::run(a),
         Cmd::Train(a) => train::train(a),
         Cmd::Rollout(a) => train::rollout_cmd(a),
+        Cmd::Score(a) => score(a),
     };
     match res {
         Ok(()) => 0,
