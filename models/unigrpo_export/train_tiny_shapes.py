@@ -143,6 +143,30 @@ def flow_loss(params, cfg, x0, ids, mask, g):
     return ((v - (eps - x0)) ** 2).mean()
 
 
+def init_from_package(pkg, work, log):
+    """Seed the work folder from a package (the committed weights survive across machines; the
+    optimiser state, 24 MB, is not committed, so it restarts)."""
+    import shutil
+    from safetensors.torch import load_file
+    params = load_file(os.path.join(pkg, "params.safetensors"))
+    cfg = json.load(open(os.path.join(pkg, "unigrpo.json")))
+    info = cfg.get("export", {}).get("training", {})
+    shutil.copy(os.path.join(pkg, "tokenizer.json"), os.path.join(work, "tokenizer.json"))
+    vocab = cfg["text"]["vocab_size"]
+    text = {k[len("text."):]: v for k, v in params.items() if k.startswith("text.")}
+    image = {k[len("image."):]: v for k, v in params.items() if k.startswith("image.")}
+    lm_cfg = nets.LMConfig(vocab=vocab, d=cfg["text"]["num_heads"] * cfg["text"]["head_dim"],
+                           layers=cfg["text"]["num_layers"], heads=cfg["text"]["num_heads"])
+    torch.save({"params": text, "cfg": lm_cfg.to_dict(), "seconds": info.get("text_seconds", 0.0)},
+               os.path.join(work, "text.pt"))
+    un_cfg = nets.UNetConfig(vocab=vocab)
+    opt = torch.optim.AdamW([v.clone().requires_grad_(True) for v in image.values()], lr=1e-3)
+    torch.save({"params": image, "ema": {k: v.clone() for k, v in image.items()}, "opt": opt.state_dict(),
+                "step": info.get("image_steps", 0), "seconds": info.get("image_seconds", 0.0),
+                "cfg": un_cfg.to_dict(), "torch_rng": torch.get_rng_state()}, os.path.join(work, "image.pt"))
+    log({"event": "init-from", "package": pkg, "image_step": info.get("image_steps", 0)})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of the image phase (this run)")
@@ -153,6 +177,8 @@ def main():
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--text-steps", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--init-from", default=None,
+                    help="a tiny-shapes package: start from its weights (fresh optimiser) when --work holds no state")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,6 +194,8 @@ def main():
         print(json.dumps(rec), flush=True)
 
     tok_path = os.path.join(args.work, "tokenizer.json")
+    if args.init_from and not os.path.exists(os.path.join(args.work, "image.pt")):
+        init_from_package(args.init_from, args.work, log)
     if not os.path.exists(tok_path):
         build_word_tokenizer(all_texts()).save(tok_path)
     from tokenizers import Tokenizer
@@ -202,8 +230,11 @@ def main():
     for v in params.values():
         v.requires_grad_(True)
     opt = torch.optim.AdamW(params.values(), lr=args.lr, weight_decay=1e-4)
-    if st is not None:
+    warm_from = 0  # a fresh optimiser (new run or --init-from) warms up again
+    if st is not None and st["opt"].get("state"):
         opt.load_state_dict(st["opt"])
+    else:
+        warm_from = step
     g = torch.Generator().manual_seed(SEED + 2 + step)
     deadline = time.time() + args.minutes * 60
     run_t0, run_step0, losses = time.time(), step, []
@@ -216,7 +247,7 @@ def main():
         os.replace(tmp, img_path)
 
     while time.time() < deadline:
-        lr = args.lr * min(1.0, (step + 1) / 200)
+        lr = args.lr * min(1.0, (step - warm_from + 1) / 200)
         for gr in opt.param_groups:
             gr["lr"] = lr
         x0, ids, mask = data.image_batch(args.batch)
