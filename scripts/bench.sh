@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== generation ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 cargo bench --bench generate 2>/dev/null
+cargo bench --bench reward 2>/dev/null
