@@ -17,7 +17,8 @@ from unigrpo_export import make_data, shapes_world  # noqa: E402
 
 
 def sha(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 class WorldTest(unittest.TestCase):
