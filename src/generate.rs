@@ -112,19 +112,6 @@ impl Conditioning {
     }
 }
 
-/// Inputs of `graph` that are parameters, as views.
-pub fn param_inputs<'a>(
-    graph: &crate::runtime::Graph,
-    params: &'a ParamSet,
-) -> Vec<(&'a str, TensorView<'a>)> {
-    params
-        .names
-        .iter()
-        .filter(|n| graph.input(n).is_some())
-        .map(|n| (n.as_str(), TensorView::F32(params.values[n].view())))
-        .collect()
-}
-
 /// Left-pad the contexts and evaluate the manifest's hand-off sources.
 pub fn build_conditioning(
     model: &Model,
@@ -133,19 +120,11 @@ pub fn build_conditioning(
     cancel: Option<&CancelToken>,
 ) -> Result<Conditioning> {
     let b = contexts.len();
-    let l = contexts.iter().map(Vec::len).max().unwrap_or(0);
-    let pad = model.tokenizer.pad;
-    let mut ids = Array2::<i64>::from_elem((b, l), pad);
-    let mut mask = Array2::<i64>::zeros((b, l));
-    let mut pos = Array2::<i64>::zeros((b, l));
-    for (i, c) in contexts.iter().enumerate() {
-        let off = l - c.len();
-        for (j, &t) in c.iter().enumerate() {
-            ids[[i, off + j]] = t;
-            mask[[i, off + j]] = 1;
-            pos[[i, off + j]] = j as i64;
-        }
-    }
+    let crate::text::Padded {
+        ids,
+        mask,
+        positions: pos,
+    } = crate::text::left_pad(contexts, model.tokenizer.pad);
     let conds = &model.manifest().image.conditioning;
     let mut from_text: BTreeMap<String, Tensor> = BTreeMap::new();
     let text_outs: Vec<&str> = conds
@@ -160,7 +139,7 @@ pub fn build_conditioning(
         let names: Vec<String> = (0..spec.num_layers)
             .flat_map(|l| [format!("past_key.{l}"), format!("past_value.{l}")])
             .collect();
-        let mut inputs = param_inputs(g, params);
+        let mut inputs = params.inputs_for(g);
         inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
         inputs.push((
             "past_attention_mask",
@@ -234,7 +213,7 @@ pub fn denoise(
         }
         let (t, t_next) = (grid[j], grid[j + 1]);
         let tt = Array1::<f32>::from_elem(b, t as f32).into_dyn();
-        let mut inputs = param_inputs(g, params);
+        let mut inputs = params.inputs_for(g);
         inputs.push(("x", TensorView::F32(x.view())));
         inputs.push(("t", TensorView::F32(tt.view())));
         inputs.extend(cond.views());

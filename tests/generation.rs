@@ -188,7 +188,7 @@ fn kv_cache_logprobs_match_the_training_graph() {
         }
         let temp = ndarray::arr0(temperature).into_dyn();
         let g = model.graph("text_logprob").unwrap();
-        let mut inputs = unigrpo::generate::param_inputs(g, &model.params);
+        let mut inputs = model.params.inputs_for(g);
         inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
         inputs.push(("attention_mask", TensorView::I64(mask.view().into_dyn())));
         inputs.push(("position_ids", TensorView::I64(pos.view().into_dyn())));

@@ -8,6 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::manifest::ParamSpec;
 use crate::error::{Error, Result};
+use crate::runtime::TensorView;
 
 /// Named f32 tensors in manifest order.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,17 @@ impl ParamSet {
     }
     pub fn count(&self) -> usize {
         self.values.values().map(|a| a.len()).sum()
+    }
+    /// The parameters `graph` takes as inputs, as borrowed views (no copy per run).
+    pub fn inputs_for<'a>(
+        &'a self,
+        graph: &crate::runtime::Graph,
+    ) -> Vec<(&'a str, TensorView<'a>)> {
+        self.names
+            .iter()
+            .filter(|n| graph.input(n).is_some())
+            .map(|n| (n.as_str(), TensorView::F32(self.values[n].view())))
+            .collect()
     }
 }
 

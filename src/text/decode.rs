@@ -74,24 +74,11 @@ pub fn decode_reasoning(
         }
         return Ok(out);
     }
-    let p0 = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Array2::<i64>::from_elem((b, p0), tok.pad);
-    let mut mask = Array2::<i64>::zeros((b, p0));
-    for (i, p) in prompts.iter().enumerate() {
-        ids.slice_mut(s![i, p0 - p.len()..])
-            .assign(&ndarray::ArrayView1::from(p.as_slice()));
-        mask.slice_mut(s![i, p0 - p.len()..]).fill(1);
-    }
-    let mut positions = Array2::<i64>::zeros((b, p0));
-    for i in 0..b {
-        let mut c = 0;
-        for j in 0..p0 {
-            if mask[[i, j]] > 0 {
-                positions[[i, j]] = c;
-                c += 1;
-            }
-        }
-    }
+    let super::Padded {
+        mut ids,
+        mut mask,
+        mut positions,
+    } = super::left_pad(prompts, tok.pad);
     let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
     let mut past_mask = Array2::<i64>::zeros((b, 0));
     let mut kv: Vec<ArrayD<f32>> = (0..2 * layers).map(|_| empty_kv(b, h, dh)).collect();
@@ -112,12 +99,7 @@ pub fn decode_reasoning(
         {
             return Err(Error::cancelled());
         }
-        let mut inputs: Vec<(&str, TensorView<'_>)> = params
-            .names
-            .iter()
-            .filter(|n| graph.input(n).is_some())
-            .map(|n| (n.as_str(), TensorView::F32(params.values[n].view())))
-            .collect();
+        let mut inputs = params.inputs_for(graph);
         inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
         inputs.push((
             "past_attention_mask",

@@ -14,7 +14,6 @@ use super::rollout::Rollout;
 use super::TrainConfig;
 use crate::cancel::CancelToken;
 use crate::error::Result;
-use crate::generate::param_inputs;
 use crate::model::Model;
 use crate::package::ParamSet;
 use crate::runtime::{Tensor, TensorView};
@@ -88,30 +87,25 @@ struct TextBatch {
 }
 
 fn text_batch(r: &Rollout, samples: &[usize], pad: i64) -> TextBatch {
+    // inputs are the sequence without its last token, targets the sequence shifted by one
     let seqs: Vec<Vec<i64>> = samples
         .iter()
         .map(|&i| [r.prompt_ids[i].as_slice(), r.reasoning[i].tokens.as_slice()].concat())
         .collect();
-    let n = seqs.iter().map(|s| s.len() - 1).max().unwrap_or(1);
-    let b = seqs.len();
-    let mut tb = TextBatch {
-        ids: Array2::from_elem((b, n), pad),
-        mask: Array2::zeros((b, n)),
-        pos: Array2::zeros((b, n)),
-        targets: Array2::from_elem((b, n), pad),
-        cols: Vec::with_capacity(b),
-    };
-    for (k, s) in seqs.iter().enumerate() {
-        let off = n - (s.len() - 1);
-        for j in 0..s.len() - 1 {
-            tb.ids[[k, off + j]] = s[j];
-            tb.targets[[k, off + j]] = s[j + 1];
-            tb.mask[[k, off + j]] = 1;
-            tb.pos[[k, off + j]] = j as i64;
-        }
-        tb.cols.push(n - r.reasoning[samples[k]].tokens.len()..n);
+    let inputs: Vec<&[i64]> = seqs.iter().map(|s| &s[..s.len() - 1]).collect();
+    let targets: Vec<&[i64]> = seqs.iter().map(|s| &s[1..]).collect();
+    let p = crate::text::left_pad(&inputs, pad);
+    let n = p.ids.ncols();
+    TextBatch {
+        targets: crate::text::left_pad(&targets, pad).ids,
+        cols: samples
+            .iter()
+            .map(|&i| n - r.reasoning[i].tokens.len()..n)
+            .collect(),
+        ids: p.ids,
+        mask: p.mask,
+        pos: p.positions,
     }
-    tb
 }
 
 fn text_inputs<'a>(
@@ -120,7 +114,7 @@ fn text_inputs<'a>(
     tb: &'a TextBatch,
     temp: &'a ArrayD<f32>,
 ) -> Vec<(&'a str, TensorView<'a>)> {
-    let mut inputs = param_inputs(g, params);
+    let mut inputs = params.inputs_for(g);
     inputs.push(("input_ids", TensorView::I64(tb.ids.view().into_dyn())));
     inputs.push(("attention_mask", TensorView::I64(tb.mask.view().into_dyn())));
     inputs.push(("position_ids", TensorView::I64(tb.pos.view().into_dyn())));
@@ -280,7 +274,7 @@ fn velocity_inputs<'a>(
     params: &'a ParamSet,
     ir: &'a ImageRows,
 ) -> Vec<(&'a str, TensorView<'a>)> {
-    let mut inputs = param_inputs(g, params);
+    let mut inputs = params.inputs_for(g);
     inputs.push(("x", TensorView::F32(ir.x.view())));
     inputs.push(("t", TensorView::F32(ir.t.view())));
     inputs.extend(ir.cond.iter().map(|(n, t)| (n.as_str(), t.view())));
