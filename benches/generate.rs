@@ -122,4 +122,12 @@ fn main() {
         wall / reps as f64 * 1e3,
         (1.0 - (ort1 - ort0) / wall) * 100.0
     );
+    for (name, before) in per_graph0 {
+        let secs = model.graphs[&name].run_stats().1 - before;
+        println!(
+            "  {name:<17} {:>7.0} ms per step ({:.0}%)",
+            secs / reps as f64 * 1e3,
+            secs / wall * 100.0
+        );
+    }
 }
