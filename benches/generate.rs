@@ -104,6 +104,11 @@ fn main() {
         .step(&prompts, &mut reward, None, &mut Progress::none())
         .expect("step");
     let (_, ort0) = model.run_stats();
+    let per_graph0: Vec<(String, f64)> = model
+        .graphs
+        .iter()
+        .map(|(n, g)| (n.clone(), g.run_stats().1))
+        .collect();
     let reps = 5;
     let t = Instant::now();
     for _ in 0..reps {
