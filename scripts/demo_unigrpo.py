@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--eval-seeds", type=int, nargs="+", default=[100, 101, 102])
     ap.add_argument("--runs", default="runs/demo")
+    ap.add_argument("--only", nargs="+", default=None, help="ablations to run, by slug (e.g. image-only text-only)")
     a = ap.parse_args()
     os.makedirs(a.runs, exist_ok=True)
     if a.what == "reasoning":
@@ -82,7 +83,10 @@ def main():
     ]
     print("| variant | steps | test mean | all met |\n|---|---|---|---|")
     for name, flags in variants:
-        d = os.path.join(a.runs, "abl-" + name.split(",")[0].replace(" ", "-"))
+        slug = name.split(",")[0].replace(" ", "-")
+        if a.only and slug not in a.only:
+            continue
+        d = os.path.join(a.runs, "abl-" + slug)
         train(d, a.minutes, a.seeds[0], flags)
         r = evaluate(os.path.join(d, "model"), a.eval_seeds)
         print(f"| {name} | {steps_of(d)} | {r['reward_mean']:.3f} | {r['strict_rate']:.1%} |", flush=True)
