@@ -264,6 +264,37 @@ pub fn denoise(
     Ok((x, traj))
 }
 
+/// Denoise one sample per seed (noise from each seed's noise stream) on the model's shifted grid.
+#[allow(clippy::too_many_arguments)]
+pub fn denoise_seeded(
+    model: &Model,
+    params: &ParamSet,
+    cond: &Conditioning,
+    seeds: &[u64],
+    steps: u32,
+    noise_level: f64,
+    keep_trajectory: bool,
+    cancel: Option<&CancelToken>,
+    progress: &mut Progress<'_>,
+) -> Result<(ArrayD<f32>, Option<Trajectory>)> {
+    let mut noise: Vec<_> = seeds
+        .iter()
+        .map(|&s| rng::stream(s, rng::STREAM_NOISE))
+        .collect();
+    let grid = sampler::timestep_grid(steps as usize, model.manifest().sampler.shift);
+    denoise(
+        model,
+        params,
+        cond,
+        &mut noise,
+        &grid,
+        noise_level,
+        keep_trajectory,
+        cancel,
+        progress,
+    )
+}
+
 /// Decode latents to RGB8 images.
 pub fn decode_images(
     model: &Model,
@@ -347,17 +378,12 @@ pub fn generate_batch(
         .map(|(pr, r)| tok.image_context(pr, p.reasoning.then(|| r.content(tok.end_reasoning))))
         .collect::<Result<Vec<_>>>()?;
     let cond = build_conditioning(model, params, &contexts, cancel)?;
-    let mut noise: Vec<_> = seeds
-        .iter()
-        .map(|&s| rng::stream(s, rng::STREAM_NOISE))
-        .collect();
-    let grid = sampler::timestep_grid(p.num_steps as usize, model.manifest().sampler.shift);
-    let (x, _) = denoise(
+    let (x, _) = denoise_seeded(
         model,
         params,
         &cond,
-        &mut noise,
-        &grid,
+        seeds,
+        p.num_steps,
         p.noise_level as f64,
         false,
         cancel,

@@ -3,8 +3,8 @@
 use std::ffi::{c_char, c_void, CString};
 
 use super::{
-    check_not_in_callback, check_struct_size, fields, guard, null_arg, progress_adapter, quiet,
-    read_prefix, str_arg, unbox, unigrpo_cancel_token, unigrpo_error, unigrpo_model,
+    check_not_in_callback, fields, guard, null_arg, progress_adapter, quiet, read_versioned,
+    str_arg, unbox, unigrpo_cancel_token, unigrpo_error, unigrpo_model,
 };
 use crate::error::{Error, Result};
 use crate::generate::{generate_batch, GenerateParams};
@@ -151,14 +151,13 @@ pub(crate) unsafe fn read_generate_params(
         Some(p) => {
             let f = fields!(unigrpo_generate_params: struct_size, seed, reasoning, max_reasoning_tokens, temperature, top_p,
                 top_k, num_steps, noise_level, progress, progress_user_data);
-            let size = check_struct_size(
+            read_versioned(
+                p,
                 p.struct_size,
                 &f,
-                std::mem::size_of::<unigrpo_generate_params>(),
-                std::mem::align_of::<unigrpo_generate_params>(),
+                library_generate_defaults(),
                 "unigrpo_generate_params",
-            )?;
-            Ok(read_prefix(p, size, library_generate_defaults()))
+            )
         }
     }
 }

@@ -110,13 +110,12 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str
 /// Validate a params/stats struct's `struct_size` against its layout: not 0, not cutting a
 /// field, not larger than this library's. `fields` are (offset, size) in order; a size may also
 /// include the tail padding an older header's struct would have had.
-pub(crate) fn check_struct_size(
+pub(crate) fn check_struct_size<T>(
     size: u32,
     fields: &[(usize, usize)],
-    full: usize,
-    align: usize,
     what: &str,
 ) -> Result<usize, Error> {
+    let (full, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
     let s = size as usize;
     let ok = s != 0
         && s <= full
@@ -148,6 +147,19 @@ macro_rules! fields {
     }};
 }
 pub(crate) use fields;
+
+/// A params struct as the caller's header defines it: `struct_size` checked, the fields it covers
+/// read over `defaults`.
+pub(crate) unsafe fn read_versioned<T: Copy>(
+    p: &T,
+    struct_size: u32,
+    fields: &[(usize, usize)],
+    defaults: T,
+    what: &str,
+) -> Result<T, Error> {
+    let size = check_struct_size::<T>(struct_size, fields, what)?;
+    Ok(read_prefix(p, size, defaults))
+}
 
 /// Copy the first `size` bytes of `*src` over `defaults` (fields past `size` keep defaults).
 pub(crate) unsafe fn read_prefix<T: Copy>(src: *const T, size: usize, mut defaults: T) -> T {

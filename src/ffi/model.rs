@@ -4,8 +4,8 @@ use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use super::{
-    boxed, check_struct_size, fields, guard, log, null_arg, quiet, read_prefix, str_arg, unbox,
-    unigrpo_error, unigrpo_log_level,
+    boxed, fields, guard, log, null_arg, quiet, read_versioned, str_arg, unbox, unigrpo_error,
+    unigrpo_log_level,
 };
 use crate::model::{Model, ModelOptions};
 
@@ -72,14 +72,13 @@ pub unsafe extern "C" fn unigrpo_model_load(
             None => default_options(),
             Some(o) => {
                 let f = fields!(unigrpo_model_options: struct_size, device, intra_op_threads, onnxruntime_path);
-                let size = check_struct_size(
+                read_versioned(
+                    o,
                     o.struct_size,
                     &f,
-                    std::mem::size_of::<unigrpo_model_options>(),
-                    std::mem::align_of::<unigrpo_model_options>(),
+                    default_options(),
                     "unigrpo_model_options",
-                )?;
-                read_prefix(o, size, default_options())
+                )?
             }
         };
         let device = if opts.device.is_null() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{
     boxed, check_not_in_callback, check_struct_size, fields, generate_into, guard, null_arg,
-    progress_adapter, quiet, read_prefix, str_arg, unbox, unigrpo_cancel_token, unigrpo_error,
+    progress_adapter, quiet, read_versioned, str_arg, unbox, unigrpo_cancel_token, unigrpo_error,
     unigrpo_generate_params, unigrpo_generation, unigrpo_image, unigrpo_model, unigrpo_progress_fn,
     CallbackScope,
 };
@@ -235,14 +235,7 @@ pub unsafe extern "C" fn unigrpo_trainer_new(
                     weight_decay, max_grad_norm, global_std, advantage_clip, text_clip_range, image_clip_range,
                     velocity_mse_weight, text_kl_weight, image_kl_weight, train_text, train_image, num_steps, noise_level,
                     train_timestep_fraction, max_reasoning_tokens, temperature, seed, progress, progress_user_data);
-                let size = check_struct_size(
-                    p.struct_size,
-                    &f,
-                    std::mem::size_of::<unigrpo_train_params>(),
-                    std::mem::align_of::<unigrpo_train_params>(),
-                    "unigrpo_train_params",
-                )?;
-                read_prefix(p, size, defaults)
+                read_versioned(p, p.struct_size, &f, defaults, "unigrpo_train_params")?
             }
         };
         let trainer = Trainer::new(m.inner.clone(), to_config(&m.inner, &c))?;
@@ -327,11 +320,9 @@ pub unsafe extern "C" fn unigrpo_trainer_step(
             Some(s) => {
                 let f = fields!(unigrpo_step_stats: struct_size, step, reward_mean, reward_std, frac_zero_std, loss, text_loss,
                     image_loss, velocity_mse, text_kl, image_kl, text_clip_frac, image_clip_frac, approx_kl, grad_norm, seconds);
-                Some(check_struct_size(
+                Some(check_struct_size::<unigrpo_step_stats>(
                     s.struct_size,
                     &f,
-                    std::mem::size_of::<unigrpo_step_stats>(),
-                    std::mem::align_of::<unigrpo_step_stats>(),
                     "unigrpo_step_stats",
                 )?)
             }

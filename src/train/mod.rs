@@ -204,16 +204,33 @@ impl Trainer {
             };
             let mut grads = Grads::new();
             let mut t = Terms::default();
-            let reference = model.params.clone();
             if cfg.train_text {
                 text_terms(
-                    &model, &params, &reference, &r, &adv, &share, &cfg, mode, &mut grads, &mut t,
+                    &model,
+                    &params,
+                    &model.params,
+                    &r,
+                    &adv,
+                    &share,
+                    &cfg,
+                    mode,
+                    &mut grads,
+                    &mut t,
                     cancel,
                 )?;
             }
             if cfg.train_image {
                 image_terms(
-                    &model, &params, &reference, &r, &adv, &share, &cfg, mode, &mut grads, &mut t,
+                    &model,
+                    &params,
+                    &model.params,
+                    &r,
+                    &adv,
+                    &share,
+                    &cfg,
+                    mode,
+                    &mut grads,
+                    &mut t,
                     cancel,
                 )?;
             }
@@ -324,12 +341,12 @@ impl Trainer {
         };
         let mut grads = Grads::new();
         let mut t = Terms::default();
-        let reference = self.model.params.clone();
+        let reference = &self.model.params;
         if text {
             text_terms(
                 &self.model,
                 params,
-                &reference,
+                reference,
                 r,
                 adv,
                 share,
@@ -344,7 +361,7 @@ impl Trainer {
             image_terms(
                 &self.model,
                 params,
-                &reference,
+                reference,
                 r,
                 adv,
                 share,

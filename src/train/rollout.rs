@@ -4,13 +4,14 @@
 
 use crate::cancel::CancelToken;
 use crate::error::Result;
-use crate::generate::{build_conditioning, decode_images, denoise, Conditioning, Trajectory};
+use crate::generate::{
+    build_conditioning, decode_images, denoise_seeded, Conditioning, Trajectory,
+};
 use crate::image::RgbImage;
 use crate::model::Model;
 use crate::package::ParamSet;
 use crate::progress::{Progress, Stage};
 use crate::rng;
-use crate::sampler;
 use crate::text::{decode_reasoning, DecodeSettings, Reasoning, SamplingParams};
 
 use super::TrainConfig;
@@ -87,17 +88,12 @@ pub fn rollout(
         .map(|(&i, r)| tok.image_context(prompts[i], Some(r.content(tok.end_reasoning))))
         .collect::<Result<Vec<_>>>()?;
     let cond = build_conditioning(model, params, &contexts, cancel)?;
-    let mut noise: Vec<_> = seeds
-        .iter()
-        .map(|&s| rng::stream(s, rng::STREAM_NOISE))
-        .collect();
-    let grid = sampler::timestep_grid(cfg.num_steps as usize, model.manifest().sampler.shift);
-    let (x, traj) = denoise(
+    let (x, traj) = denoise_seeded(
         model,
         params,
         &cond,
-        &mut noise,
-        &grid,
+        seeds,
+        cfg.num_steps,
         cfg.noise_level as f64,
         true,
         cancel,
