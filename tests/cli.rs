@@ -343,3 +343,70 @@ fn score_explains_what_the_reward_saw() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("score 0.750 (3 of 4"));
 }
+
+/// Ctrl-C (SIGINT) during `train`: the step in flight is abandoned, a final checkpoint holds every
+/// completed step, the exit status is 130, and `--resume` continues from exactly there.
+#[test]
+fn train_interrupted_by_sigint_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
+    let run = dir.path().join("run");
+    let args = |steps: &str| {
+        let mut c = unigrpo();
+        c.args(["train", "--model"])
+            .arg(common::shapes_dir())
+            .arg("--prompts")
+            .arg(&prompts)
+            .args(["--reward", "shapes", "--steps", steps, "--group-size", "2"])
+            .args([
+                "--prompts-per-step",
+                "1",
+                "--rollout-steps",
+                "3",
+                "--threads",
+                "1",
+            ])
+            .args(["--checkpoint-every", "0", "--samples-every", "0", "--out"])
+            .arg(&run);
+        c
+    };
+    let child = args("100000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = run.join("metrics.jsonl");
+    let lines = || {
+        std::fs::read_to_string(&metrics)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let t0 = std::time::Instant::now();
+    while lines() < 2 {
+        assert!(t0.elapsed().as_secs() < 300, "no training progress");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("final checkpoint"), "{err}");
+    assert!(run.join("reward.png").exists());
+    let done = lines();
+    assert!(done >= 2);
+    // the checkpoint holds exactly the completed steps: resume runs one more
+    let o = args(&(done + 1).to_string())
+        .args(["--resume"])
+        .arg(run.join("checkpoint.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("at step {done}")), "{err}");
+    assert_eq!(lines(), done + 1);
+}

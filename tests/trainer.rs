@@ -291,3 +291,51 @@ fn a_simple_reward_rises() {
     eprintln!("redness per step: {rewards:?}");
     assert!(last > first + 0.02, "redness did not rise: {rewards:?}");
 }
+
+/// The text loss of an on-policy update (ratio 1, so each token contributes -A) under both
+/// normalisers, against the formulas of algorithm.md section 4 computed by hand from the rollout.
+/// At temperature 3 the text policy samples reasonings of many lengths (at 1 the readings of one
+/// prompt all have the same length, where the two normalisers agree).
+#[test]
+fn text_aggregation_normalisers() {
+    use unigrpo::train::TextAggregation;
+    let model = Arc::new(load(&shapes_dir()));
+    let mut losses = Vec::new();
+    for agg in [TextAggregation::Dapo, TextAggregation::Grpo] {
+        let mut c = config(&model);
+        c.updates_per_step = 1;
+        c.train_image = false;
+        c.text_aggregation = agg;
+        c.temperature = 3.0;
+        let mut t = Trainer::new(model.clone(), c).unwrap();
+        let (stats, d) = t
+            .step_detailed(&PROMPTS, &mut redness, None, &mut Progress::none())
+            .unwrap();
+        let lens: Vec<f64> = (0..d.rollout.len())
+            .map(|i| d.rollout.reasoning[i].tokens.len() as f64)
+            .collect();
+        let adv: Vec<f64> = d.advantages.iter().map(|&a| a as f64).collect();
+        assert!(
+            lens.iter().any(|&l| l != lens[0]),
+            "equal reasoning lengths {lens:?}: the test needs varied ones"
+        );
+        let expected = match agg {
+            TextAggregation::Dapo => {
+                -lens.iter().zip(&adv).map(|(l, a)| l * a).sum::<f64>() / lens.iter().sum::<f64>()
+            }
+            TextAggregation::Grpo => -adv.iter().sum::<f64>() / adv.len() as f64,
+        };
+        eprintln!(
+            "{agg:?}: text loss {} expected {expected:.6}",
+            stats.text_loss
+        );
+        assert!(
+            (stats.text_loss as f64 - expected).abs() < 1e-5,
+            "{agg:?}: text loss {} expected {expected}",
+            stats.text_loss
+        );
+        losses.push(stats.text_loss);
+    }
+    // same rollout, different weighting: the two differ unless every sequence has one length
+    assert_ne!(losses[0], losses[1]);
+}

@@ -40,19 +40,59 @@ class GraphSpec:
     output_dims: dict = field(default_factory=dict)  # output name -> dim names (for the cotangent inputs)
 
 
+def _conv_weight_grad(grad_out, inp, weight, stride, padding, dilation):
+    """Weight gradient as one matrix product over unfolded input patches (im2col by slicing).
+
+    The textbook export, a convolution of the transposed input with the transposed output
+    gradient as its kernel, becomes a Conv node with a kernel as large as the image, which
+    ONNX Runtime's CPU kernels run several times slower than the equivalent GEMM.
+    """
+    co, ci, kh, kw = weight.shape
+    oh, ow = grad_out.shape[2], grad_out.shape[3]
+    x = inp.transpose(0, 1)  # [Ci, N, H, W]: patches then flatten without another transpose
+    for axis, pad in ((2, padding[0]), (3, padding[1])):
+        if pad:  # zero padding by concatenation: F.pad fixes the symbolic batch size when traced
+            z = torch.zeros_like(x.narrow(axis, 0, pad))
+            x = torch.cat([z, x, z], axis)
+    cols = []
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            cols.append(x[:, :, r0:r0 + (oh - 1) * stride[0] + 1:stride[0],
+                          c0:c0 + (ow - 1) * stride[1] + 1:stride[1]])
+    patches = torch.stack(cols, 1).flatten(2).flatten(0, 1)  # [Ci*K, N*OH*OW]
+    g = grad_out.transpose(0, 1).flatten(1)  # [Co, N*OH*OW]
+    return (g @ patches.t()).reshape(co, ci, kh, kw)
+
+
+def _pow_scalar(x, exponent):
+    """x ** 1 and x ** 2 (the derivative of a square is 2 * x ** 1) as plain products."""
+    if exponent == 1:
+        return x.clone()
+    if exponent == 2:
+        return x * x
+    return aten.pow.Tensor_Scalar(x, exponent)
+
+
 def _conv_backward(grad_out, inp, weight, bias_sizes, stride, padding, dilation, transposed, output_padding,
                    groups, output_mask):
-    """aten.convolution_backward expressed with conv2d / conv_transpose2d (exportable ops)."""
+    """aten.convolution_backward expressed with exportable ops that ONNX Runtime runs fast on CPU:
+    the input gradient of a stride-1 convolution as a convolution with the flipped kernel (of a
+    strided one as a transposed convolution), the weight gradient as a GEMM over patches."""
     assert not transposed and groups == 1, "only plain 2-D convolutions are supported"
     gi = gw = gb = None
     if output_mask[0]:
-        op = [inp.shape[2 + i] - ((grad_out.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
-                                   + dilation[i] * (weight.shape[2 + i] - 1) + 1) for i in range(2)]
-        gi = F.conv_transpose2d(grad_out, weight, None, stride, padding, op, groups, dilation)
+        kh, kw = weight.shape[2], weight.shape[3]
+        if list(stride) == [1, 1] and list(dilation) == [1, 1] and all(
+                padding[i] <= weight.shape[2 + i] - 1 for i in range(2)):
+            w = weight.flip(2, 3).transpose(0, 1)
+            gi = F.conv2d(grad_out, w, None, 1, (kh - 1 - padding[0], kw - 1 - padding[1]))
+        else:
+            op = [inp.shape[2 + i] - ((grad_out.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                       + dilation[i] * (weight.shape[2 + i] - 1) + 1) for i in range(2)]
+            gi = F.conv_transpose2d(grad_out, weight, None, stride, padding, op, groups, dilation)
     if output_mask[1]:
-        gw = F.conv2d(inp.transpose(0, 1), grad_out.transpose(0, 1), None, stride=dilation, padding=padding,
-                      dilation=stride).transpose(0, 1)
-        gw = gw[:, :, :weight.shape[2], :weight.shape[3]]
+        gw = _conv_weight_grad(grad_out, inp, weight, stride, padding, dilation)
     if output_mask[2]:
         gb = grad_out.sum((0, 2, 3))
     return gi, gw, gb
@@ -63,6 +103,7 @@ def decompositions():
     table[aten.empty_like.default] = lambda x, **kw: torch.zeros_like(x)
     table[aten.empty_permuted.default] = lambda size, perm, **kw: torch.zeros(size, dtype=kw.get("dtype"))
     table[aten.convolution_backward.default] = _conv_backward
+    table[aten.pow.Tensor_Scalar] = _pow_scalar
     return table
 
 
@@ -115,12 +156,23 @@ def diff_outputs(spec):
     return spec.differentiable_outputs or spec.output_names
 
 
+def _save(prog, path: str):
+    """Write the graph without the exporter's per-node debug metadata (source stack traces, FX
+    node text): it holds line numbers of this tooling, so every edit here would change the bytes
+    of graphs whose computation did not change."""
+    prog.save(path, external_data=False)
+    m = onnx.load(path)
+    for node in m.graph.node:
+        del node.metadata_props[:]
+    onnx.save(m, path)
+
+
 def export_forward(spec: GraphSpec, path: str):
     args = list(spec.trainable.values()) + spec.make_inputs(np.random.default_rng(0), **spec.example)
     prog = torch.onnx.export(_Forward(spec), tuple(args), dynamo=True, opset_version=18, external_data=False,
                              input_names=list(spec.trainable) + spec.input_names, output_names=spec.output_names,
                              dynamic_shapes=_dynamic(spec, len(spec.trainable), []), verbose=False)
-    prog.save(path, external_data=False)
+    _save(prog, path)
 
 
 def _vjp_callable(spec: GraphSpec):
@@ -184,7 +236,7 @@ def export_vjp(spec: GraphSpec, path: str):
                              input_names=list(spec.trainable) + spec.input_names + [f"d_{o}" for o in diff],
                              output_names=diff + [f"grad.{k}" for k in spec.trainable],
                              dynamic_shapes=_dynamic(spec, len(spec.trainable), out_dims), verbose=False)
-    prog.save(path, external_data=False)
+    _save(prog, path)
 
 
 def _out_dims(spec, name):

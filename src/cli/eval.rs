@@ -1,6 +1,7 @@
 //! `unigrpo eval`: batched generation over a prompt file, scored by a built-in reward.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
@@ -33,6 +34,9 @@ pub struct EvalArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Write one JSON line per image: prompt, reasoning, score, all_met, clean_distance.
+    #[arg(long)]
+    records: Option<PathBuf>,
     /// Write a labelled grid of samples (PNG).
     #[arg(long)]
     grid: Option<PathBuf>,
@@ -118,10 +122,17 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             .expect("template")
             .progress_chars("=> "),
     );
+    let mut records = match &a.records {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?,
+        )),
+        None => None,
+    };
     let cancel = ctrlc_token();
     let t = Instant::now();
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
     let mut by_layout: std::collections::BTreeMap<&str, (f64, usize, usize)> = Default::default();
+    let mut clean_sum = 0.0f64;
     for chunk in items.chunks(a.batch) {
         let ps: Vec<&str> = chunk.iter().map(|&(i, _)| prompts[i].0.as_str()).collect();
         let seeds: Vec<u64> = chunk.iter().map(|&(_, s)| s).collect();
@@ -136,6 +147,15 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         )?;
         for (&(i, _), g) in chunk.iter().zip(gens) {
             let score = shapes::score_spec(&prompts[i].1, &g.image);
+            let clean = shapes::clean_render_distance(&g.image);
+            clean_sum += clean;
+            if let Some(w) = records.as_mut() {
+                let line = serde_json::json!({"prompt": g.prompt, "kind": layout_name(&prompts[i].1), "reasoning": g.reasoning,
+                    "score": score.value(), "all_met": score.all_met(), "clean_distance": clean});
+                writeln!(w, "{line}").map_err(|e| {
+                    Error::io("write", a.records.as_deref().unwrap_or(Path::new("")), e)
+                })?;
+            }
             let e = by_layout.entry(layout_name(&prompts[i].1)).or_default();
             e.0 += score.value() as f64;
             e.1 += score.all_met() as usize;
@@ -153,6 +173,9 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         bar.set_message(format!("mean {mean:.3}"));
     }
     bar.finish_and_clear();
+    if let (Some(w), Some(path)) = (records.as_mut(), &a.records) {
+        w.flush().map_err(|e| Error::io("write", path, e))?;
+    }
     let secs = t.elapsed().as_secs_f64();
     let n = scored.len();
     let mean = scored.iter().map(|s| s.value as f64).sum::<f64>() / n as f64;
@@ -169,6 +192,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let out = serde_json::json!({
         "reward_mean": mean,
         "strict_rate": strict,
+        "clean_distance": clean_sum / n as f64,
         "n_prompts": prompts.len(),
         "n_images": n,
         "samples_per_prompt": a.samples,
@@ -184,11 +208,12 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         println!("{out}");
     } else {
         println!(
-            "{} prompts x {} samples: mean score {:.3}, all constraints met {:.1}% ({:.1} images/s)",
+            "{} prompts x {} samples: mean score {:.3}, all constraints met {:.1}%, distance to the clean render {:.4} ({:.1} images/s)",
             prompts.len(),
             a.samples,
             mean,
             strict * 100.0,
+            clean_sum / n as f64,
             n as f64 / secs
         );
         for (k, v) in &kinds {

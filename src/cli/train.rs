@@ -13,8 +13,8 @@ use safetensors::Dtype;
 use unigrpo::reward::{self, Reward, Sample};
 use unigrpo::rng::derive_seed;
 use unigrpo::train::{
-    advantages::group_advantages, rollout::rollout, serialize_typed, write_atomic, TrainConfig,
-    Trainer,
+    advantages::group_advantages, rollout::rollout, serialize_typed, write_atomic, TextAggregation,
+    TrainConfig, Trainer,
 };
 use unigrpo::{Error, ErrorKind, Progress};
 
@@ -46,6 +46,9 @@ pub struct TrainFlags {
     image_kl_weight: Option<f32>,
     #[arg(long)]
     text_kl_weight: Option<f32>,
+    /// Normaliser of the text loss: dapo (over all tokens of an update) or grpo (per sequence).
+    #[arg(long, value_enum)]
+    text_aggregation: Option<TextAggregation>,
     #[arg(long)]
     image_clip_range: Option<f32>,
     #[arg(long)]
@@ -65,7 +68,8 @@ impl TrainFlags {
              lr => learning_rate, rollout_steps => num_steps, noise_level => noise_level,
              timestep_fraction => train_timestep_fraction, temperature => temperature,
              velocity_mse_weight => velocity_mse_weight, image_kl_weight => image_kl_weight,
-             text_kl_weight => text_kl_weight, image_clip_range => image_clip_range, seed => seed);
+             text_kl_weight => text_kl_weight, image_clip_range => image_clip_range, seed => seed,
+             text_aggregation => text_aggregation);
         if self.no_train_text {
             c.train_text = false;
         }

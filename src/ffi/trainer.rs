@@ -158,6 +158,8 @@ fn to_config(model: &crate::Model, p: &unigrpo_train_params) -> TrainConfig {
         image_clip_range: p.image_clip_range,
         velocity_mse_weight: p.velocity_mse_weight,
         text_kl_weight: p.text_kl_weight,
+        // the C contract has no field for it: the default ("dapo")
+        text_aggregation: d.text_aggregation,
         image_kl_weight: p.image_kl_weight,
         train_text: p.train_text,
         train_image: p.train_image,

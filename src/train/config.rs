@@ -5,6 +5,37 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
+/// Normaliser of the text GRPO loss over an optimiser step's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TextAggregation {
+    /// Sum over every reasoning token of the share divided by their number (TRL's default).
+    #[default]
+    Dapo,
+    /// Per-sequence mean of the token terms, then the mean over the share's samples
+    /// (DeepSeekMath): every sequence weighs the same whatever its length.
+    Grpo,
+}
+
+impl TextAggregation {
+    /// The weight of each token of sample `i`, given the token counts of the share's samples.
+    pub fn token_weights(self, lengths: &[usize]) -> Vec<f64> {
+        match self {
+            TextAggregation::Dapo => {
+                let n: usize = lengths.iter().sum();
+                vec![if n == 0 { 0.0 } else { 1.0 / n as f64 }; lengths.len()]
+            }
+            TextAggregation::Grpo => {
+                let m = lengths.iter().filter(|&&l| l > 0).count().max(1) as f64;
+                lengths
+                    .iter()
+                    .map(|&l| if l == 0 { 0.0 } else { 1.0 / (l as f64 * m) })
+                    .collect()
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Samples per prompt.
@@ -23,6 +54,9 @@ pub struct TrainConfig {
     pub image_clip_range: f32,
     pub velocity_mse_weight: f32,
     pub text_kl_weight: f32,
+    /// How the text GRPO term is normalised (algorithm.md section 4).
+    #[serde(default)]
+    pub text_aggregation: TextAggregation,
     pub image_kl_weight: f32,
     pub train_text: bool,
     pub train_image: bool,
@@ -51,6 +85,7 @@ impl TrainConfig {
             image_clip_range: t.image_clip_range,
             velocity_mse_weight: t.velocity_mse_weight,
             text_kl_weight: 0.0,
+            text_aggregation: TextAggregation::Dapo,
             image_kl_weight: 0.0,
             train_text: true,
             train_image: true,
@@ -129,5 +164,26 @@ impl TrainConfig {
             return bad("learning_rate and advantage_clip must be > 0".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TextAggregation;
+
+    #[test]
+    fn token_weights_by_hand() {
+        // lengths 2, 3, 5 (and an empty sequence): dapo 1/10 each token; grpo 1/(3 len)
+        let w = TextAggregation::Dapo.token_weights(&[2, 3, 5, 0]);
+        assert_eq!(w, vec![0.1; 4]);
+        let w = TextAggregation::Grpo.token_weights(&[2, 3, 5, 0]);
+        let want = [1.0 / 6.0, 1.0 / 9.0, 1.0 / 15.0, 0.0];
+        for (a, b) in w.iter().zip(want) {
+            assert!((a - b).abs() < 1e-15, "{w:?}");
+        }
+        // each sequence's weights sum to 1/3: sequences count equally
+        for (l, x) in [2.0, 3.0, 5.0].iter().zip(&w) {
+            assert!((l * x - 1.0 / 3.0).abs() < 1e-15);
+        }
     }
 }

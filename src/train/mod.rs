@@ -11,7 +11,7 @@ pub mod losses;
 pub mod objective;
 pub mod rollout;
 
-pub use config::TrainConfig;
+pub use config::{TextAggregation, TrainConfig};
 pub use rollout::Rollout;
 
 use std::sync::Arc;

@@ -155,11 +155,15 @@ pub fn text_terms(
     terms: &mut Terms,
     cancel: Option<&CancelToken>,
 ) -> Result<()> {
-    let n_tokens: usize = share.iter().map(|&i| r.reasoning[i].tokens.len()).sum();
-    if n_tokens == 0 {
+    let lengths: Vec<usize> = share.iter().map(|&i| r.reasoning[i].tokens.len()).collect();
+    if lengths.iter().all(|&l| l == 0) {
         return Ok(());
     }
-    let norm = 1.0 / n_tokens as f64;
+    let weight: std::collections::HashMap<usize, f64> = share
+        .iter()
+        .copied()
+        .zip(cfg.text_aggregation.token_weights(&lengths))
+        .collect();
     let (eps, beta) = (cfg.text_clip_range as f64, cfg.text_kl_weight as f64);
     let temp = ndarray::arr0(r.temperature).into_dyn();
     let vjp = model.graph("text_logprob_vjp")?;
@@ -186,6 +190,7 @@ pub fn text_terms(
         let mut any = false;
         for (k, &i) in mb.iter().enumerate() {
             let a = adv[i] as f64;
+            let norm = weight[&i];
             for (t, col) in tb.cols[k].clone().enumerate() {
                 let old = r.reasoning[i].logprobs[t] as f64;
                 let lp = current.as_ref().map_or(old, |c| c[[k, col]] as f64);

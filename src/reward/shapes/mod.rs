@@ -7,7 +7,7 @@
 mod analyse;
 mod grammar;
 
-pub use analyse::{components, Component};
+pub use analyse::{clean_render, clean_render_distance, components, Component};
 pub use grammar::{parse_prompt, Colour, Group, Layout, Position, Relation, Shape, Spec};
 
 use crate::error::Result;
