@@ -339,3 +339,50 @@ fn text_aggregation_normalisers() {
     // same rollout, different weighting: the two differ unless every sequence has one length
     assert_ne!(losses[0], losses[1]);
 }
+
+/// tiny-shared hands a key/value cache from the text graph to the velocity graph, so the
+/// conditioning depends on the parameters. Off the first update, and for the reference, the
+/// objective recomputes it under the parameters in use instead of reusing the rollout's: the loss
+/// through the FORWARD graphs does not change when the rollout's stored conditioning is wiped.
+#[test]
+fn handoff_is_recomputed_off_policy_and_for_the_reference() {
+    use unigrpo::runtime::Tensor;
+    let model = Arc::new(load(&shared_dir()));
+    let mut c = config(&model);
+    c.velocity_mse_weight = 1.0;
+    c.learning_rate = 1e-3;
+    let mut t = Trainer::new(model.clone(), c).unwrap();
+    t.step(&PROMPTS, &mut redness, None, &mut Progress::none())
+        .unwrap();
+    let (_, mut d) = t
+        .step_detailed(&PROMPTS, &mut redness, None, &mut Progress::none())
+        .unwrap();
+    let share: Vec<usize> = (0..d.rollout.len()).collect();
+    let params = t.params().clone();
+    let loss = |d: &unigrpo::train::StepDetails| {
+        t.loss_and_grad(
+            &params,
+            &d.rollout,
+            &d.advantages,
+            &share,
+            false,
+            true,
+            false,
+        )
+        .unwrap()
+        .0
+    };
+    let before = loss(&d);
+    let mut wiped = 0;
+    for (name, tensor) in d.rollout.cond.inputs.iter_mut() {
+        if let Tensor::F32(a) = tensor {
+            a.fill(0.0);
+            wiped += 1;
+            eprintln!("wiped {name}");
+        }
+    }
+    assert!(wiped > 0, "tiny-shared should hand over float tensors");
+    let after = loss(&d);
+    assert!(before.is_finite() && before != 0.0);
+    assert_eq!(before, after);
+}

@@ -2,6 +2,7 @@
 //! graphs: loss terms, their derivatives with respect to the network outputs (losses.rs), and the
 //! parameter gradients from the VJP graphs, summed by parameter name.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayD, Axis, IxDyn};
@@ -278,11 +279,12 @@ fn velocity_inputs<'a>(
     g: &crate::runtime::Graph,
     params: &'a ParamSet,
     ir: &'a ImageRows,
+    cond: &'a [(String, Tensor)],
 ) -> Vec<(&'a str, TensorView<'a>)> {
     let mut inputs = params.inputs_for(g);
     inputs.push(("x", TensorView::F32(ir.x.view())));
     inputs.push(("t", TensorView::F32(ir.t.view())));
-    inputs.extend(ir.cond.iter().map(|(n, t)| (n.as_str(), t.view())));
+    inputs.extend(cond.iter().map(|(n, t)| (n.as_str(), t.view())));
     inputs
 }
 
@@ -290,12 +292,51 @@ fn velocities(
     model: &Model,
     params: &ParamSet,
     ir: &ImageRows,
+    cond: &[(String, Tensor)],
     cancel: Option<&CancelToken>,
 ) -> Result<ArrayD<f32>> {
     let g = model.graph("velocity")?;
-    g.run(&velocity_inputs(g, params, ir), &["velocity"], cancel)?
+    g.run(&velocity_inputs(g, params, ir, cond), &["velocity"], cancel)?
         .remove(0)
         .into_f32()
+}
+
+/// Whether the velocity graph's conditioning comes from text-graph outputs (a hand-off such as a
+/// key/value cache), so that it depends on the text parameters; token ids and masks do not.
+fn conditioning_depends_on_params(model: &Model) -> bool {
+    model
+        .manifest()
+        .image
+        .conditioning
+        .iter()
+        .any(|c| c.source.starts_with("text_decode:"))
+}
+
+/// The conditioning rows of a micro-batch under `params` (the hand-off recomputed by the text
+/// graph, still a stop-gradient), one row per (sample, step) of `ir`.
+fn conditioning_under(
+    model: &Model,
+    params: &ParamSet,
+    r: &Rollout,
+    mb: &[usize],
+    ir: &ImageRows,
+    cancel: Option<&CancelToken>,
+) -> Result<Vec<(String, Tensor)>> {
+    let contexts: Vec<Vec<i64>> = mb.iter().map(|&i| r.contexts[i].clone()).collect();
+    let c = crate::generate::build_conditioning(model, params, &contexts, cancel)?;
+    let idx: Vec<usize> = ir
+        .rows
+        .iter()
+        .map(|&(i, _)| {
+            mb.iter()
+                .position(|&s| s == i)
+                .expect("row of the micro-batch")
+        })
+        .collect();
+    Ok(c.inputs
+        .iter()
+        .map(|(n, t)| (n.clone(), gather(t, &idx)))
+        .collect())
 }
 
 /// FlowGRPO without CFG over the trained steps of `share`, plus the velocity-MSE penalty (and the
@@ -340,14 +381,27 @@ pub fn image_terms(
     let mut mu = vec![0f64; d];
     let mut mu_ref = vec![0f64; d];
     let mut gv = vec![0f64; d];
+    let fresh = conditioning_depends_on_params(model);
     for mb in chunks(share, cfg.micro_batch_size) {
         let ir = image_rows(r, mb, steps, &shape);
+        // The rollout's conditioning is the current policy's only on the first update; a hand-off
+        // that depends on the text parameters is recomputed for later updates and the reference.
+        let cond_cur: Cow<[(String, Tensor)]> = if fresh && mode != Mode::OnPolicy {
+            Cow::Owned(conditioning_under(model, params, r, mb, &ir, cancel)?)
+        } else {
+            Cow::Borrowed(&ir.cond)
+        };
         let current = match mode {
             Mode::OnPolicy => None,
-            _ => Some(velocities(model, params, &ir, cancel)?),
+            _ => Some(velocities(model, params, &ir, &cond_cur, cancel)?),
         };
         let refs = if lam > 0.0 || beta > 0.0 {
-            Some(velocities(model, reference, &ir, cancel)?)
+            let cond_ref: Cow<[(String, Tensor)]> = if fresh {
+                Cow::Owned(conditioning_under(model, reference, r, mb, &ir, cancel)?)
+            } else {
+                Cow::Borrowed(&ir.cond)
+            };
+            Some(velocities(model, reference, &ir, &cond_ref, cancel)?)
         } else {
             None
         };
@@ -400,7 +454,7 @@ pub fn image_terms(
         if mode == Mode::LossOnly || (!any && mode != Mode::OnPolicy) {
             continue;
         }
-        let mut inputs = velocity_inputs(vjp, params, &ir);
+        let mut inputs = velocity_inputs(vjp, params, &ir, &cond_cur);
         inputs.push(("d_velocity", TensorView::F32(cot.view())));
         let mut outs = vjp.run(&inputs, &want, cancel)?;
         let recomputed = outs.remove(0).into_f32()?;

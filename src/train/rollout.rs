@@ -26,6 +26,9 @@ pub struct Rollout {
     pub prompt_ids: Vec<Vec<i64>>,
     pub reasoning: Vec<Reasoning>,
     pub reasoning_text: Vec<String>,
+    /// Per sample: the image context's token ids (template with prompt and reasoning).
+    pub contexts: Vec<Vec<i64>>,
+    /// The velocity graph's conditioning as the rollout computed it (rollout parameters).
     pub cond: Conditioning,
     pub traj: Trajectory,
     pub images: Vec<RgbImage>,
@@ -113,6 +116,7 @@ pub fn rollout(
         prompt_ids,
         reasoning,
         reasoning_text,
+        contexts,
         cond,
         traj: traj.expect("trajectory kept"),
         images,
