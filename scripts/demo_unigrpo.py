@@ -138,12 +138,13 @@ def main():
         ("text only", ["--no-train-image"]),
         ("latent KL instead of MSE", ["--velocity-mse-weight", "0", "--image-kl-weight", "0.05"]),
         ("no regulariser", ["--velocity-mse-weight", "0"]),
+        ("text KL 1.0, both policies", ["--text-kl-weight", "1.0"]),
     ]
     print(f"train flags: {a.flags or '(the manifest defaults)'}\n")
     print(header.replace("| train seed", "| variant"))
     print(row("SFT", 0, base, base_bare), flush=True)
     for name, flags in variants:
-        slug = name.split(",")[0].replace(" ", "-")
+        slug = name.split(",")[0].replace(" ", "-").replace(".", "")
         if a.only and slug not in a.only:
             continue
         d = os.path.join(a.runs, f"{tag}abl-" + slug)

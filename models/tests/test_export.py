@@ -47,6 +47,28 @@ class WorldTest(unittest.TestCase):
                 self.assertEqual(len(p.readings), 1, p.text)
 
 
+class DecompositionTest(unittest.TestCase):
+    def test_conv_backward_matches_autograd(self):
+        import torch
+        import torch.nn.functional as F
+        from unigrpo_export.graphs import _conv_backward
+        torch.manual_seed(0)
+        # (in, out, kernel, stride, padding, size): stride 1 takes the flipped-kernel path, stride 2
+        # the transposed convolution; every case takes the GEMM weight gradient
+        for ci, co, k, st, pad, size in [(5, 7, 3, 1, 1, 16), (5, 7, 3, 2, 1, 16), (4, 6, 1, 1, 0, 8),
+                                         (3, 4, 3, 2, 1, 9), (2, 3, 3, 1, 0, 7)]:
+            x = torch.randn(3, ci, size, size, dtype=torch.float64, requires_grad=True)
+            w = torch.randn(co, ci, k, k, dtype=torch.float64, requires_grad=True)
+            y = F.conv2d(x, w, None, st, pad)
+            g = torch.randn_like(y)
+            gx, gw = torch.autograd.grad(y, [x, w], g)
+            a, b, c = _conv_backward(g, x, w, None, [st, st], [pad, pad], [1, 1], False, [0, 0], 1,
+                                     [True, True, True])
+            self.assertLess((a - gx).abs().max().item(), 1e-10)
+            self.assertLess((b - gw).abs().max().item(), 1e-10)
+            self.assertLess((c - g.sum((0, 2, 3))).abs().max().item(), 1e-10)
+
+
 class ExportTest(unittest.TestCase):
     def test_tiny_shared_export_reproduces_the_committed_package(self):
         committed = os.path.join(ROOT, "models/tiny-shared")
