@@ -139,6 +139,7 @@ def main():
         ("latent KL instead of MSE", ["--velocity-mse-weight", "0", "--image-kl-weight", "0.05"]),
         ("no regulariser", ["--velocity-mse-weight", "0"]),
         ("text KL 1.0, both policies", ["--text-kl-weight", "1.0"]),
+        ("image only lr 5e-4", ["--no-train-text", "--lr", "5e-4"]),
     ]
     print(f"train flags: {a.flags or '(the manifest defaults)'}\n")
     print(header.replace("| train seed", "| variant"))
