@@ -200,7 +200,13 @@ def _vjp_callable(spec: GraphSpec):
 
 
 def _fake_inputs(args, dyn_dims):
-    """Fake tensors whose named dims are symbolic (one symbol per dim name) and the rest static.
+    """Fake tensors whose named dims are symbolic and the rest static.
+
+    Each named dim of each tensor gets its own symbol; dims that the computation relates (the
+    batch of `x` and of its cotangent, say) are unified by the ops that combine them. An op that
+    needs two unrelated symbols equal, or a concrete value (tracing `F.pad` did), specialises them
+    to the example's sizes, and the exported graph then rejects other sizes: the export-time
+    verification at several sizes catches that.
 
     Tracing with every dim symbolic (make_fx's "symbolic" mode) makes sympy reason about channel
     and spatial sizes too, which takes minutes for a conv net; static sizes keep it fast.
