@@ -1,7 +1,7 @@
 //! `unigrpo eval`: batched generation over a prompt file, scored by a built-in reward.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
@@ -122,12 +122,15 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             .expect("template")
             .progress_chars("=> "),
     );
-    let mut records = match &a.records {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?,
-        )),
-        None => None,
-    };
+    let mut records = a
+        .records
+        .as_deref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(|f| (path, std::io::BufWriter::new(f)))
+                .map_err(|e| Error::io("create", path, e))
+        })
+        .transpose()?;
     let cancel = ctrlc_token();
     let t = Instant::now();
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
@@ -149,12 +152,10 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             let score = shapes::score_spec(&prompts[i].1, &g.image);
             let clean = shapes::clean_render_distance(&g.image);
             clean_sum += clean;
-            if let Some(w) = records.as_mut() {
+            if let Some((path, w)) = records.as_mut() {
                 let line = serde_json::json!({"prompt": g.prompt, "kind": layout_name(&prompts[i].1), "reasoning": g.reasoning,
                     "score": score.value(), "all_met": score.all_met(), "clean_distance": clean});
-                writeln!(w, "{line}").map_err(|e| {
-                    Error::io("write", a.records.as_deref().unwrap_or(Path::new("")), e)
-                })?;
+                writeln!(w, "{line}").map_err(|e| Error::io("write", path, e))?;
             }
             let e = by_layout.entry(layout_name(&prompts[i].1)).or_default();
             e.0 += score.value() as f64;
@@ -173,7 +174,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         bar.set_message(format!("mean {mean:.3}"));
     }
     bar.finish_and_clear();
-    if let (Some(w), Some(path)) = (records.as_mut(), &a.records) {
+    if let Some((path, w)) = records.as_mut() {
         w.flush().map_err(|e| Error::io("write", path, e))?;
     }
     let secs = t.elapsed().as_secs_f64();

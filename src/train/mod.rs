@@ -24,7 +24,7 @@ use crate::package::ParamSet;
 use crate::progress::{Progress, Stage};
 use crate::reward::{check_rewards, Reward, Sample};
 use adamw::{adamw_step, AdamWConfig, AdamWState};
-use objective::{image_terms, text_terms, Grads, Mode, Terms};
+use objective::{policy_terms, Grads, Mode, Terms};
 
 /// Statistics of one trainer step (the fields of `unigrpo_step_stats`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -202,38 +202,18 @@ impl Trainer {
             } else {
                 Mode::Forward
             };
-            let mut grads = Grads::new();
-            let mut t = Terms::default();
-            if cfg.train_text {
-                text_terms(
-                    &model,
-                    &params,
-                    &model.params,
-                    &r,
-                    &adv,
-                    &share,
-                    &cfg,
-                    mode,
-                    &mut grads,
-                    &mut t,
-                    cancel,
-                )?;
-            }
-            if cfg.train_image {
-                image_terms(
-                    &model,
-                    &params,
-                    &model.params,
-                    &r,
-                    &adv,
-                    &share,
-                    &cfg,
-                    mode,
-                    &mut grads,
-                    &mut t,
-                    cancel,
-                )?;
-            }
+            let (grads, t) = policy_terms(
+                &model,
+                &params,
+                &model.params,
+                &r,
+                &adv,
+                &share,
+                &cfg,
+                mode,
+                (cfg.train_text, cfg.train_image),
+                cancel,
+            )?;
             let loss = t.text_loss + t.image_loss;
             if !loss.is_finite() || grads.values().any(|g| g.iter().any(|x| !x.is_finite())) {
                 return Err(Error::new(
@@ -339,39 +319,18 @@ impl Trainer {
         } else {
             Mode::LossOnly
         };
-        let mut grads = Grads::new();
-        let mut t = Terms::default();
-        let reference = &self.model.params;
-        if text {
-            text_terms(
-                &self.model,
-                params,
-                reference,
-                r,
-                adv,
-                share,
-                &self.config,
-                mode,
-                &mut grads,
-                &mut t,
-                None,
-            )?;
-        }
-        if image {
-            image_terms(
-                &self.model,
-                params,
-                reference,
-                r,
-                adv,
-                share,
-                &self.config,
-                mode,
-                &mut grads,
-                &mut t,
-                None,
-            )?;
-        }
+        let (grads, t) = policy_terms(
+            &self.model,
+            params,
+            &self.model.params,
+            r,
+            adv,
+            share,
+            &self.config,
+            mode,
+            (text, image),
+            None,
+        )?;
         Ok((t.text_loss + t.image_loss, grads))
     }
 

@@ -160,11 +160,13 @@ pub fn text_terms(
     if lengths.iter().all(|&l| l == 0) {
         return Ok(());
     }
-    let weight: std::collections::HashMap<usize, f64> = share
+    let mut weight = vec![0.0; r.len()];
+    for (&i, w) in share
         .iter()
-        .copied()
         .zip(cfg.text_aggregation.token_weights(&lengths))
-        .collect();
+    {
+        weight[i] = w;
+    }
     let (eps, beta) = (cfg.text_clip_range as f64, cfg.text_kl_weight as f64);
     let temp = ndarray::arr0(r.temperature).into_dyn();
     let vjp = model.graph("text_logprob_vjp")?;
@@ -191,7 +193,7 @@ pub fn text_terms(
         let mut any = false;
         for (k, &i) in mb.iter().enumerate() {
             let a = adv[i] as f64;
-            let norm = weight[&i];
+            let norm = weight[i];
             for (t, col) in tb.cols[k].clone().enumerate() {
                 let old = r.reasoning[i].logprobs[t] as f64;
                 let lp = current.as_ref().map_or(old, |c| c[[k, col]] as f64);
@@ -266,13 +268,16 @@ fn image_rows(r: &Rollout, samples: &[usize], steps: usize, shape: &[usize]) -> 
     }
     let t = Array1::from_iter(rows.iter().map(|&(_, j)| r.traj.grid[j] as f32)).into_dyn();
     let idx: Vec<usize> = rows.iter().map(|&(i, _)| i).collect();
-    let cond = r
-        .cond
-        .inputs
-        .iter()
-        .map(|(n, t)| (n.clone(), gather(t, &idx)))
-        .collect();
+    let cond = gather_rows(&r.cond, &idx);
     ImageRows { rows, x, t, cond }
+}
+
+/// Rows `idx` of every conditioning input.
+fn gather_rows(cond: &crate::generate::Conditioning, idx: &[usize]) -> Vec<(String, Tensor)> {
+    cond.inputs
+        .iter()
+        .map(|(n, t)| (n.clone(), gather(t, idx)))
+        .collect()
 }
 
 fn velocity_inputs<'a>(
@@ -313,30 +318,21 @@ fn conditioning_depends_on_params(model: &Model) -> bool {
 }
 
 /// The conditioning rows of a micro-batch under `params` (the hand-off recomputed by the text
-/// graph, still a stop-gradient), one row per (sample, step) of `ir`.
+/// graph, still a stop-gradient), one row per (sample, step) as `image_rows` lays them out.
 fn conditioning_under(
     model: &Model,
     params: &ParamSet,
     r: &Rollout,
     mb: &[usize],
-    ir: &ImageRows,
+    steps: usize,
     cancel: Option<&CancelToken>,
 ) -> Result<Vec<(String, Tensor)>> {
     let contexts: Vec<Vec<i64>> = mb.iter().map(|&i| r.contexts[i].clone()).collect();
     let c = crate::generate::build_conditioning(model, params, &contexts, cancel)?;
-    let idx: Vec<usize> = ir
-        .rows
-        .iter()
-        .map(|&(i, _)| {
-            mb.iter()
-                .position(|&s| s == i)
-                .expect("row of the micro-batch")
-        })
+    let idx: Vec<usize> = (0..mb.len())
+        .flat_map(|k| std::iter::repeat_n(k, steps))
         .collect();
-    Ok(c.inputs
-        .iter()
-        .map(|(n, t)| (n.clone(), gather(t, &idx)))
-        .collect())
+    Ok(gather_rows(&c, &idx))
 }
 
 /// FlowGRPO without CFG over the trained steps of `share`, plus the velocity-MSE penalty (and the
@@ -387,7 +383,7 @@ pub fn image_terms(
         // The rollout's conditioning is the current policy's only on the first update; a hand-off
         // that depends on the text parameters is recomputed for later updates and the reference.
         let cond_cur: Cow<[(String, Tensor)]> = if fresh && mode != Mode::OnPolicy {
-            Cow::Owned(conditioning_under(model, params, r, mb, &ir, cancel)?)
+            Cow::Owned(conditioning_under(model, params, r, mb, steps, cancel)?)
         } else {
             Cow::Borrowed(&ir.cond)
         };
@@ -397,7 +393,7 @@ pub fn image_terms(
         };
         let refs = if lam > 0.0 || beta > 0.0 {
             let cond_ref: Cow<[(String, Tensor)]> = if fresh {
-                Cow::Owned(conditioning_under(model, reference, r, mb, &ir, cancel)?)
+                Cow::Owned(conditioning_under(model, reference, r, mb, steps, cancel)?)
             } else {
                 Cow::Borrowed(&ir.cond)
             };
@@ -472,4 +468,34 @@ pub fn image_terms(
         add_grads(grads, &grad_names, outs)?;
     }
     Ok(())
+}
+
+/// The text terms (when `text`) and image terms (when `image`) of one share, with their gradients
+/// summed by parameter name.
+#[allow(clippy::too_many_arguments)]
+pub fn policy_terms(
+    model: &Model,
+    params: &ParamSet,
+    reference: &ParamSet,
+    r: &Rollout,
+    adv: &[f32],
+    share: &[usize],
+    cfg: &TrainConfig,
+    mode: Mode,
+    (text, image): (bool, bool),
+    cancel: Option<&CancelToken>,
+) -> Result<(Grads, Terms)> {
+    let mut grads = Grads::new();
+    let mut terms = Terms::default();
+    if text {
+        text_terms(
+            model, params, reference, r, adv, share, cfg, mode, &mut grads, &mut terms, cancel,
+        )?;
+    }
+    if image {
+        image_terms(
+            model, params, reference, r, adv, share, cfg, mode, &mut grads, &mut terms, cancel,
+        )?;
+    }
+    Ok((grads, terms))
 }

@@ -124,7 +124,7 @@ fn segment(img: &RgbImage) -> Vec<(Component, Vec<usize>)> {
                 cy: (y0 + y1 + 1) as f64 / 2.0,
                 bbox: [x0, y0, bw, bh],
             },
-            members.clone(),
+            std::mem::take(&mut members),
         ));
     }
     out
