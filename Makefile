@@ -14,7 +14,7 @@ ort:
 	@scripts/fetch-onnxruntime.sh
 
 build: ort
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
 
 demo: build
 	@mkdir -p out
@@ -22,12 +22,12 @@ demo: build
 	@echo "wrote out/demo.png (the 16x16 image scaled 8x)"
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 test: ort lint
-	$(CARGO) build --release
-	$(CARGO) test --release
+	$(CARGO) build --release --workspace
+	$(CARGO) test --release --workspace
 
 bench: build
 	scripts/bench.sh
@@ -36,12 +36,22 @@ clean:
 	$(CARGO) clean
 	rm -rf out
 
-# Header, both libraries, ONNX Runtime beside them (found there at run time) and unigrpo.pc.
+# Header, both libraries (libunigrpo.so.1.ABI with its .so.1 SONAME link and .so link), ONNX
+# Runtime beside them (found there at run time), unigrpo.pc and the CMake package config.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ABI := $(shell sed -n 's/^pub const UNIGRPO_ABI_VERSION: u32 = \([0-9]*\);/\1/p' bindings/c/src/lib.rs)
+SOVERSION := 1.$(ABI)
 install: build
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/unigrpo
 	install -m 644 include/unigrpo.h bindings/cpp/unigrpo.hpp $(DESTDIR)$(PREFIX)/include/
-	install -m 755 target/release/libunigrpo.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 target/release/libunigrpo.so $(DESTDIR)$(PREFIX)/lib/libunigrpo.so.$(SOVERSION)
+	ln -sf libunigrpo.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libunigrpo.so.1
+	ln -sf libunigrpo.so.1 $(DESTDIR)$(PREFIX)/lib/libunigrpo.so
 	install -m 644 target/release/libunigrpo.a $(DESTDIR)$(PREFIX)/lib/
 	cp -P .cache/onnxruntime/lib/libonnxruntime*.so* $(DESTDIR)$(PREFIX)/lib/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)|' \
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
 		bindings/unigrpo.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/unigrpo.pc
+	sed -e 's|@SOVERSION@|$(SOVERSION)|' bindings/cmake/unigrpoConfig.cmake.in \
+		> $(DESTDIR)$(PREFIX)/lib/cmake/unigrpo/unigrpoConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|' bindings/cmake/unigrpoConfigVersion.cmake.in \
+		> $(DESTDIR)$(PREFIX)/lib/cmake/unigrpo/unigrpoConfigVersion.cmake

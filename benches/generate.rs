@@ -24,12 +24,12 @@ fn main() {
             &ModelOptions {
                 device: "cpu".into(),
                 intra_threads: threads,
-                onnxruntime_path: None,
+                ..Default::default()
             },
         )
         .expect("load model"),
     );
-    let p = GenerateParams::defaults(&model);
+    let p = GenerateParams::defaults(&*model);
     let prompt = "a circle the colour of the sky";
     let run = |prompts: &[&str], seeds: &[u64], p: &GenerateParams| {
         generate_batch(
@@ -91,7 +91,7 @@ fn main() {
             outside * 100.0
         );
     }
-    let cfg = unigrpo::train::TrainConfig::defaults(&model);
+    let cfg = unigrpo::train::TrainConfig::defaults(&*model);
     let mut trainer = unigrpo::train::Trainer::new(model.clone(), cfg.clone()).expect("trainer");
     let prompts = [
         "a few warm-coloured shapes",
@@ -104,11 +104,7 @@ fn main() {
         .step(&prompts, &mut reward, None, &mut Progress::none())
         .expect("step");
     let (_, ort0) = model.run_stats();
-    let per_graph0: Vec<(String, f64)> = model
-        .graphs
-        .iter()
-        .map(|(n, g)| (n.clone(), g.run_stats().1))
-        .collect();
+    let per_graph0: Vec<(&str, f64)> = model.graphs().map(|(n, g)| (n, g.run_stats().1)).collect();
     let reps = 5;
     let t = Instant::now();
     for _ in 0..reps {
@@ -128,7 +124,8 @@ fn main() {
         (1.0 - (ort1 - ort0) / wall) * 100.0
     );
     for (name, before) in per_graph0 {
-        let secs = model.graphs[&name].run_stats().1 - before;
+        let g = model.graphs().find(|(n, _)| *n == name).expect("graph").1;
+        let secs = g.run_stats().1 - before;
         println!(
             "  {name:<17} {:>7.0} ms per step ({:.0}%)",
             secs / reps as f64 * 1e3,

@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 echo "== generation ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 cargo bench --bench generate 2>/dev/null
 cargo bench --bench reward 2>/dev/null
+echo "== trainer step by thread settings, alone and beside a busy process"
+scripts/bench-threads.sh 3

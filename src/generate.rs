@@ -3,82 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use ndarray::{Array1, ArrayD, IxDyn};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::model::Model;
+pub use crate::options::GenerateParams;
 use crate::package::ParamSet;
 use crate::progress::{Progress, Stage};
 use crate::rng;
-use crate::runtime::{Tensor, TensorView};
+use crate::runtime::Tensor;
 use crate::sampler;
 use crate::text::{decode_reasoning, DecodeSettings, Reasoning, SamplingParams};
-
-/// Generation settings; `GenerateParams::defaults` takes the model's.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateParams {
-    pub seed: u64,
-    /// false: condition the image on the prompt alone.
-    pub reasoning: bool,
-    pub max_reasoning_tokens: u32,
-    /// 0 = greedy.
-    pub temperature: f32,
-    /// 1 = off.
-    pub top_p: f32,
-    /// 0 = off.
-    pub top_k: u32,
-    /// Denoising steps.
-    pub num_steps: u32,
-    /// 0 = Euler ODE; > 0 = FlowGRPO SDE with this noise level.
-    pub noise_level: f32,
-}
-
-impl GenerateParams {
-    pub fn defaults(model: &Model) -> GenerateParams {
-        let m = model.manifest();
-        GenerateParams {
-            seed: 0,
-            reasoning: true,
-            max_reasoning_tokens: m.generation.max_reasoning_tokens,
-            temperature: m.generation.temperature,
-            top_p: m.generation.top_p,
-            top_k: m.generation.top_k,
-            num_steps: m.sampler.steps,
-            noise_level: m.sampler.noise_level,
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.num_steps == 0 || self.num_steps > 1000 {
-            return Err(Error::invalid(format!(
-                "num_steps must be in 1..=1000, got {}",
-                self.num_steps
-            )));
-        }
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::invalid(format!(
-                "temperature must be finite and >= 0, got {}",
-                self.temperature
-            )));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid(format!(
-                "top_p must be in (0, 1], got {}",
-                self.top_p
-            )));
-        }
-        if !(self.noise_level.is_finite() && self.noise_level >= 0.0) {
-            return Err(Error::invalid(format!(
-                "noise_level must be finite and >= 0, got {}",
-                self.noise_level
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// One generated sample.
 #[derive(Debug, Clone)]
@@ -106,12 +44,6 @@ pub struct Conditioning {
     pub inputs: Vec<(String, Tensor)>,
 }
 
-impl Conditioning {
-    pub fn views(&self) -> impl Iterator<Item = (&str, TensorView<'_>)> {
-        self.inputs.iter().map(|(n, t)| (n.as_str(), t.view()))
-    }
-}
-
 /// Left-pad the contexts and evaluate the manifest's hand-off sources.
 pub fn build_conditioning(
     model: &Model,
@@ -119,7 +51,6 @@ pub fn build_conditioning(
     contexts: &[Vec<i64>],
     cancel: Option<&CancelToken>,
 ) -> Result<Conditioning> {
-    let b = contexts.len();
     let crate::text::Padded {
         ids,
         mask,
@@ -132,25 +63,16 @@ pub fn build_conditioning(
         .filter_map(|c| c.source.strip_prefix("text_decode:"))
         .collect();
     if !text_outs.is_empty() {
-        let g = model.graph("text_decode")?;
-        let spec = &model.manifest().text;
-        let empty = ArrayD::<f32>::zeros(IxDyn(&[b, spec.num_heads, 0, spec.head_dim]));
-        let past_mask = Array2::<i64>::zeros((b, 0));
-        let names: Vec<String> = (0..spec.num_layers)
-            .flat_map(|l| [format!("past_key.{l}"), format!("past_value.{l}")])
-            .collect();
-        let mut inputs = params.inputs_for(g);
-        inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
-        inputs.push((
-            "past_attention_mask",
-            TensorView::I64(past_mask.view().into_dyn()),
-        ));
-        inputs.push(("attention_mask", TensorView::I64(mask.view().into_dyn())));
-        inputs.push(("position_ids", TensorView::I64(pos.view().into_dyn())));
-        for n in &names {
-            inputs.push((n.as_str(), TensorView::F32(empty.view())));
-        }
-        let outs = g.run(&inputs, &text_outs, cancel)?;
+        let outs = model.text.handoff(
+            params,
+            crate::nets::Tokens {
+                ids: &ids,
+                mask: &mask,
+                positions: &pos,
+            },
+            &text_outs,
+            cancel,
+        )?;
         for (n, t) in text_outs.iter().zip(outs) {
             from_text.insert(n.to_string(), t);
         }
@@ -185,8 +107,7 @@ pub fn denoise(
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
 ) -> Result<(ArrayD<f32>, Option<Trajectory>)> {
-    let g = model.graph("velocity")?;
-    let shape = &model.manifest().image.latent_shape;
+    let shape = &model.image.latent_shape;
     let d: usize = shape.iter().product();
     let b = noise_rngs.len();
     let mut x = ArrayD::<f32>::zeros(IxDyn(&[b, shape[0], shape[1], shape[2]]));
@@ -206,21 +127,12 @@ pub fn denoise(
     });
     let mut z = vec![0f32; d];
     for j in 0..steps {
-        if !progress.report(Stage::Denoising, j as u32, steps as u32)
-            || cancel.is_some_and(|c| c.is_cancelled())
-        {
-            return Err(Error::cancelled());
-        }
+        progress.report(Stage::Denoising, j as u32, steps as u32, cancel)?;
         let (t, t_next) = (grid[j], grid[j + 1]);
         let tt = Array1::<f32>::from_elem(b, t as f32).into_dyn();
-        let mut inputs = params.inputs_for(g);
-        inputs.push(("x", TensorView::F32(x.view())));
-        inputs.push(("t", TensorView::F32(tt.view())));
-        inputs.extend(cond.views());
-        let v = g
-            .run(&inputs, &["velocity"], cancel)?
-            .remove(0)
-            .into_f32()?;
+        let v = model
+            .image
+            .velocity(params, &x, &tt, &cond.inputs, cancel)?;
         let vs = v.as_slice().expect("contiguous");
         let mut next = ArrayD::<f32>::zeros(x.raw_dim());
         {
@@ -295,33 +207,17 @@ pub fn denoise_seeded(
     )
 }
 
-/// Decode latents to RGB8 images.
+/// Decode latents to RGB8 images, reporting the Decoding stage before and after.
 pub fn decode_images(
     model: &Model,
     latents: &ArrayD<f32>,
     cancel: Option<&CancelToken>,
+    progress: &mut Progress<'_>,
 ) -> Result<Vec<RgbImage>> {
-    let g = model.graph("decoder")?;
-    let img = g
-        .run(
-            &[("latent", TensorView::F32(latents.view()))],
-            &["image"],
-            cancel,
-        )?
-        .remove(0)
-        .into_u8()?;
-    let sh = img.shape().to_vec();
-    let (b, h, w) = (sh[0], sh[1], sh[2]);
-    let flat = img.as_slice().expect("contiguous");
-    Ok((0..b)
-        .map(|i| {
-            RgbImage::new(
-                w as u32,
-                h as u32,
-                flat[i * h * w * 3..(i + 1) * h * w * 3].to_vec(),
-            )
-        })
-        .collect())
+    progress.report(Stage::Decoding, 0, 1, cancel)?;
+    let images = model.image.decode(latents, cancel)?;
+    progress.report(Stage::Decoding, 1, 1, cancel)?;
+    Ok(images)
 }
 
 /// Generate one sample per prompt; prompt i uses `seeds[i]`.
@@ -358,7 +254,16 @@ pub fn generate_batch(
                 top_p: p.top_p,
             },
         };
-        decode_reasoning(model, params, &ids, &settings, &mut rngs, cancel, progress)?
+        decode_reasoning(
+            &model.text,
+            tok,
+            params,
+            &ids,
+            &settings,
+            &mut rngs,
+            cancel,
+            progress,
+        )?
     } else {
         for pr in prompts {
             tok.image_context(pr, None)?;
@@ -389,11 +294,7 @@ pub fn generate_batch(
         cancel,
         progress,
     )?;
-    if !progress.report(Stage::Decoding, 0, 1) {
-        return Err(Error::cancelled());
-    }
-    let images = decode_images(model, &x, cancel)?;
-    progress.report(Stage::Decoding, 1, 1);
+    let images = decode_images(model, &x, cancel, progress)?;
     Ok(prompts
         .iter()
         .zip(reasonings)

@@ -1,12 +1,12 @@
-//! A loaded model: package, tokenizer, one session per graph, and its parameters.
+//! A loaded model: package, tokenizer, its typed networks and its parameters.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::nets::{ImageNet, TextNet};
 use crate::package::{load_params, validate_graphs, Package, ParamSet, GRAPH_ROLES};
-use crate::runtime::{self, Device, Graph, SessionConfig};
+use crate::runtime::{self, Device, Graph, SessionConfig, ThreadPool};
 use crate::text::Tokenizer;
 
 /// How to load a model.
@@ -14,8 +14,17 @@ use crate::text::Tokenizer;
 pub struct ModelOptions {
     /// "cpu" (default) or "cuda:N".
     pub device: String,
-    /// 0 = ONNX Runtime's default.
+    /// Intra-op threads of the process-wide pool; 0 = ONNX Runtime's default (first load), or
+    /// whatever the pool has (later loads).
     pub intra_threads: usize,
+    /// Inter-op threads of the process-wide pool; 0 as for `intra_threads`.
+    pub inter_threads: usize,
+    /// Let the pool's threads spin while waiting for work (faster on an idle machine, wasteful
+    /// when other work shares the cores). Must agree with the pool once it exists.
+    pub allow_spinning: bool,
+    /// On a GPU device, fail the load when a graph has nodes ONNX Runtime would run on the CPU
+    /// (instead of logging them).
+    pub strict_device: bool,
     /// Explicit libonnxruntime path (else the search order of `runtime::candidates`).
     pub onnxruntime_path: Option<PathBuf>,
 }
@@ -23,7 +32,8 @@ pub struct ModelOptions {
 pub struct Model {
     pub package: Package,
     pub tokenizer: Tokenizer,
-    pub graphs: BTreeMap<String, Graph>,
+    pub text: TextNet,
+    pub image: ImageNet,
     /// The package's parameters (the initial, reference values for training).
     pub params: Arc<ParamSet>,
     pub device: Device,
@@ -36,37 +46,62 @@ impl Model {
         let m = &package.manifest;
         let params = load_params(&package.file(&m.params.file), &m.params.tensors)?;
         let tokenizer = Tokenizer::load(&package.file(&m.tokenizer), m)?;
-        let env = runtime::environment(opts.onnxruntime_path.as_deref())?;
+        let env = runtime::environment(
+            opts.onnxruntime_path.as_deref(),
+            &ThreadPool {
+                intra_threads: opts.intra_threads,
+                inter_threads: opts.inter_threads,
+                allow_spinning: opts.allow_spinning,
+            },
+        )?;
         let cfg = SessionConfig {
             device,
-            intra_threads: opts.intra_threads,
+            strict_device: opts.strict_device,
         };
-        let mut graphs = BTreeMap::new();
+        let mut graphs = std::collections::BTreeMap::new();
         for role in GRAPH_ROLES {
             let path = package.graph_path(role)?;
             graphs.insert(role.to_string(), Graph::load(role, &path, &cfg, env)?);
         }
         validate_graphs(m, &graphs)?;
+        let mut take = |role: &str| graphs.remove(role).expect("every role was loaded");
+        let text = TextNet::new(
+            m.text.clone(),
+            take("text_decode"),
+            take("text_logprob"),
+            take("text_logprob_vjp"),
+        );
+        let image = ImageNet::new(
+            m.image.latent_shape.clone(),
+            take("velocity"),
+            take("velocity_vjp"),
+            take("decoder"),
+        );
+        log::info!(
+            "loaded {} from {} on {}",
+            m.name,
+            dir.display(),
+            device.name()
+        );
         Ok(Model {
             package,
             tokenizer,
-            graphs,
+            text,
+            image,
             params: Arc::new(params),
             device,
         })
     }
 
-    pub fn graph(&self, role: &str) -> Result<&Graph> {
-        self.graphs
-            .get(role)
-            .ok_or_else(|| Error::format(format!("model has no {role} graph")))
+    /// Every graph with its role (for descriptions and benchmarks).
+    pub fn graphs(&self) -> impl Iterator<Item = (&'static str, &Graph)> {
+        self.text.graphs().into_iter().chain(self.image.graphs())
     }
 
     /// (calls, seconds) spent inside ONNX Runtime over all graphs.
     pub fn run_stats(&self) -> (u64, f64) {
-        self.graphs
-            .values()
-            .map(|g| g.run_stats())
+        self.graphs()
+            .map(|(_, g)| g.run_stats())
             .fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
@@ -78,8 +113,7 @@ impl Model {
     pub fn info(&self) -> serde_json::Value {
         let m = self.manifest();
         let graphs: serde_json::Map<String, serde_json::Value> = self
-            .graphs
-            .iter()
+            .graphs()
             .map(|(role, g)| {
                 let ports = |ps: &[runtime::Port]| -> Vec<serde_json::Value> {
                     ps.iter()
@@ -90,7 +124,7 @@ impl Model {
                 let n_params = g.inputs.iter().filter(|p| self.params.get(&p.name).is_some()).count();
                 let bytes = std::fs::metadata(&g.path).map(|md| md.len()).unwrap_or(0);
                 (
-                    role.clone(),
+                    role.to_string(),
                     serde_json::json!({
                         "file": g.path.file_name().and_then(|f| f.to_str()).unwrap_or(""),
                         "bytes": bytes,
@@ -126,9 +160,17 @@ impl Model {
                 "image": count("velocity"),
             },
             "onnxruntime": runtime::loaded().map(|(p, v)| serde_json::json!({"path": p, "version": v})),
+            "threads": runtime::pool().map(|p| serde_json::json!({
+                "intra_op": p.intra_threads, "inter_op": p.inter_threads, "allow_spinning": p.allow_spinning})),
             "sampler": m.sampler,
             "generation": m.generation,
             "training": m.training,
         })
+    }
+}
+
+impl AsRef<crate::package::Manifest> for Model {
+    fn as_ref(&self) -> &crate::package::Manifest {
+        &self.package.manifest
     }
 }

@@ -1,5 +1,8 @@
 //! Progress by stage. A callback returning false asks to cancel.
 
+use crate::cancel::CancelToken;
+use crate::error::{Error, ErrorKind, Result};
+
 /// Stages, numbered as `unigrpo_stage` in the C API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -35,11 +38,31 @@ impl<'a> Progress<'a> {
     pub fn new(f: &'a mut dyn FnMut(Stage, u32, u32) -> bool) -> Self {
         Progress(Some(f))
     }
-    /// Report; false means the caller asked to stop.
-    pub fn report(&mut self, stage: Stage, step: u32, total: u32) -> bool {
-        match &mut self.0 {
+    /// Report progress. `Err(Cancelled)` when the callback returned false or `cancel` is set:
+    /// the caller must stop and change nothing (the `Result` cannot be ignored silently).
+    pub fn report(
+        &mut self,
+        stage: Stage,
+        step: u32,
+        total: u32,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
+        let go = match &mut self.0 {
             Some(f) => f(stage, step, total),
             None => true,
+        };
+        if !go {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!(
+                    "cancelled by the progress callback at stage {} ({step}/{total})",
+                    stage.name()
+                ),
+            ));
         }
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::cancelled());
+        }
+        Ok(())
     }
 }

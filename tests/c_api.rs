@@ -7,27 +7,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// target/<profile>/, where cargo puts libunigrpo.so. `cargo test` builds the library only as
-/// an rlib, so the cdylib is brought up to date here (a no-op when it is).
+/// target/<profile>/, where cargo puts libunigrpo.so (built by the unigrpo-c crate; brought up
+/// to date here, a no-op when it is).
 fn lib_dir() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--lib"]).current_dir(common::root());
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let o = cmd.output().expect("cargo build --lib");
-        assert!(
-            o.status.success(),
-            "cargo build --lib failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    });
-    dir
+    common::build_package("unigrpo-c");
+    common::target_dir()
 }
 
 fn compile(compiler: &str, sources: &[&str], out: &Path, extra: &[&str]) {
@@ -86,20 +70,28 @@ fn model() -> String {
 
 #[test]
 fn c_api_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("test_api");
-    compile("cc", &["tests/c/test_api.c"], &bin, &[]);
-    let out = run(&bin, &[&model(), dir.path().to_str().unwrap()], &[]);
-    assert!(out.contains(", 0 failed"), "{out}");
+    for src in ["test_api", "test_api_v2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join(src);
+        compile("cc", &[&format!("tests/c/{src}.c")], &bin, &[]);
+        let out = run(&bin, &[&model(), dir.path().to_str().unwrap()], &[]);
+        assert!(out.contains(", 0 failed"), "{src}: {out}");
+    }
 }
 
 #[test]
 fn c_api_conformance_under_sanitizers() {
+    for src in ["test_api", "test_api_v2"] {
+        sanitized(src);
+    }
+}
+
+fn sanitized(src: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("test_api_asan");
+    let bin = dir.path().join(format!("{src}_asan"));
     compile(
         "cc",
-        &["tests/c/test_api.c"],
+        &[&format!("tests/c/{src}.c")],
         &bin,
         &[
             "-fsanitize=address,undefined",
@@ -112,7 +104,7 @@ fn c_api_conformance_under_sanitizers() {
         &[&model(), dir.path().to_str().unwrap()],
         &[("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")],
     );
-    assert!(out.contains(", 0 failed"), "{out}");
+    assert!(out.contains(", 0 failed"), "{src}: {out}");
     assert!(
         !out.contains("ERROR: AddressSanitizer")
             && !out.contains("LeakSanitizer")
@@ -161,6 +153,14 @@ fn examples_build_and_run() {
     );
     let out = run(&d.join("finetune_cpp"), &[&model(), "1"], &[]);
     assert!(out.contains("step 1"), "{out}");
+    compile(
+        "cc",
+        &["examples/finetune_remote.c"],
+        &d.join("finetune_remote"),
+        &[],
+    );
+    let out = run(&d.join("finetune_remote"), &[&model(), "2"], &[]);
+    assert!(out.contains("step 2: 8 samples judged"), "{out}");
 }
 
 /// One small generation under Valgrind: no byte definitely lost.
@@ -246,5 +246,92 @@ fn make_install_and_pkg_config() {
     assert!(
         ort.starts_with(prefix.join("lib").to_str().unwrap()),
         "ONNX Runtime loaded from {ort}"
+    );
+    // the versioned library, its links, and its SONAME
+    let lib = prefix.join("lib");
+    let real = std::fs::canonicalize(lib.join("libunigrpo.so")).unwrap();
+    assert!(
+        real.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("libunigrpo.so.1."),
+        "{}",
+        real.display()
+    );
+    assert!(lib.join("libunigrpo.so.1").exists() && lib.join("libunigrpo.a").exists());
+    let o = Command::new("readelf")
+        .arg("-d")
+        .arg(&real)
+        .output()
+        .expect("readelf");
+    let dynamic = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        dynamic.contains("Library soname: [libunigrpo.so.1]"),
+        "{dynamic}"
+    );
+}
+
+/// The installed CMake package: `find_package(unigrpo)` gives `unigrpo::unigrpo`, which builds
+/// and runs examples/generate.c.
+#[test]
+fn cmake_find_package_builds_an_example() {
+    let _ = lib_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    let o = Command::new("make")
+        .arg("install")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .current_dir(common::root())
+        .output()
+        .expect("make");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("CMakeLists.txt"),
+        format!(
+            "cmake_minimum_required(VERSION 3.16)\nproject(gen C)\nfind_package(unigrpo 0.1 REQUIRED)\n\
+             add_executable(generate {})\ntarget_link_libraries(generate PRIVATE unigrpo::unigrpo)\n",
+            common::root().join("examples/generate.c").display()
+        ),
+    )
+    .unwrap();
+    let build = dir.path().join("build");
+    let cmake = |args: &[&str]| {
+        let o = Command::new("cmake")
+            .args(args)
+            .output()
+            .expect("cmake is required (apt-get install cmake)");
+        assert!(
+            o.status.success(),
+            "cmake {args:?}:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    cmake(&[
+        "-S",
+        src.to_str().unwrap(),
+        "-B",
+        build.to_str().unwrap(),
+        &format!("-DCMAKE_PREFIX_PATH={}", prefix.display()),
+    ]);
+    cmake(&["--build", build.to_str().unwrap()]);
+    let png = dir.path().join("c.png");
+    let o = Command::new(build.join("generate"))
+        .args([
+            common::shapes_dir().to_str().unwrap(),
+            "two red circles",
+            png.to_str().unwrap(),
+        ])
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && png.exists(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

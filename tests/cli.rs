@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 fn unigrpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unigrpo"))
+    Command::new(common::unigrpo_bin())
 }
 
 #[test]
@@ -409,4 +409,27 @@ fn train_interrupted_by_sigint_checkpoints_and_resumes() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("at step {done}")), "{err}");
     assert_eq!(lines(), done + 1);
+}
+
+/// The core's log (and ONNX Runtime's) reaches the command line's stderr, filtered by RUST_LOG.
+#[test]
+fn rust_log_shows_the_core_log() {
+    let m = common::shapes_dir();
+    let o = unigrpo()
+        .args(["inspect", "--model", m.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("ONNX Runtime candidate") && err.contains("thread pool"),
+        "{err}"
+    );
+    let o = unigrpo()
+        .args(["inspect", "--model", m.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("ONNX Runtime candidate"));
 }

@@ -5,7 +5,6 @@ mod common;
 use base64::Engine;
 use common::*;
 use ndarray::Array2;
-use unigrpo::runtime::TensorView;
 use unigrpo::text::{decode_reasoning, DecodeSettings, SamplingParams};
 use unigrpo::{
     generate_batch, CancelToken, ErrorKind, GenerateParams, Generation, Model, Progress,
@@ -154,7 +153,8 @@ fn kv_cache_logprobs_match_the_training_graph() {
             .map(|i| unigrpo::rng::stream(i as u64, 0))
             .collect();
         let rs = decode_reasoning(
-            &model,
+            &model.text,
+            &model.tokenizer,
             &model.params,
             &prompts,
             &settings,
@@ -186,19 +186,15 @@ fn kv_cache_logprobs_match_the_training_graph() {
                 pos[[i, off + j]] = j as i64;
             }
         }
-        let temp = ndarray::arr0(temperature).into_dyn();
-        let g = model.graph("text_logprob").unwrap();
-        let mut inputs = model.params.inputs_for(g);
-        inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
-        inputs.push(("attention_mask", TensorView::I64(mask.view().into_dyn())));
-        inputs.push(("position_ids", TensorView::I64(pos.view().into_dyn())));
-        inputs.push(("targets", TensorView::I64(tgt.view().into_dyn())));
-        inputs.push(("temperature", TensorView::F32(temp.view())));
-        let lp = g
-            .run(&inputs, &["token_logprobs"], None)
-            .unwrap()
-            .remove(0)
-            .into_f32()
+        let batch = unigrpo::nets::LogprobBatch {
+            ids,
+            mask,
+            positions: pos,
+            targets: tgt.clone(),
+        };
+        let lp = model
+            .text
+            .token_logprobs(&model.params, &batch, temperature, None)
             .unwrap();
         let mut worst = 0f32;
         for (i, (p, r)) in prompts.iter().zip(&rs).enumerate() {
@@ -294,22 +290,66 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn unknown_or_unavailable_device_is_an_error() {
-    for (dev, needle) in [
-        ("tpu:0", "unknown device"),
-        ("cuda:0", "cuda:0 is unavailable"),
-    ] {
-        let e = Model::load(
-            &shapes_dir(),
-            &unigrpo::ModelOptions {
-                device: dev.into(),
-                intra_threads: 1,
-                onnxruntime_path: None,
-            },
+    let opts = |dev: &str| unigrpo::ModelOptions {
+        device: dev.into(),
+        intra_threads: 1,
+        ..Default::default()
+    };
+    let e = Model::load(&shapes_dir(), &opts("tpu:0"))
+        .err()
+        .expect("tpu:0 loaded");
+    assert_eq!(e.kind(), ErrorKind::DeviceUnavailable, "{e}");
+    assert!(e.message().contains("unknown device"), "{e}");
+    // cuda:0 either runs (a machine with CUDA and the GPU build of ONNX Runtime: the device in use
+    // is the one asked for, never a silent CPU fallback) or is a clear error
+    match Model::load(&shapes_dir(), &opts("cuda:0")) {
+        Ok(m) => assert_eq!(m.device.name(), "cuda:0"),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::DeviceUnavailable, "{e}");
+            assert!(e.message().contains("cuda:0 is unavailable"), "{e}");
+        }
+    }
+}
+
+/// A progress callback returning false at any stage fails the call with Cancelled: every report
+/// of a full generation (reasoning steps, denoising steps, before and after decoding) is tried.
+#[test]
+fn progress_false_cancels_at_every_stage() {
+    let model = load(&shapes_dir());
+    let p = GenerateParams::defaults(&model);
+    let mut all = Vec::new();
+    let mut record = |s: unigrpo::Stage, i: u32, _n: u32| {
+        all.push((s, i));
+        true
+    };
+    generate_batch(
+        &model,
+        &model.params,
+        &["a red circle"],
+        &[0],
+        &p,
+        None,
+        &mut Progress::new(&mut record),
+    )
+    .unwrap();
+    assert!(
+        all.contains(&(unigrpo::Stage::Decoding, 0))
+            && all.contains(&(unigrpo::Stage::Decoding, 1))
+    );
+    for &stop in &all {
+        let mut cb = |s: unigrpo::Stage, i: u32, _n: u32| (s, i) != stop;
+        let e = generate_batch(
+            &model,
+            &model.params,
+            &["a red circle"],
+            &[0],
+            &p,
+            None,
+            &mut Progress::new(&mut cb),
         )
         .err()
-        .unwrap_or_else(|| panic!("{dev} loaded on a machine without it"));
-        assert_eq!(e.kind(), ErrorKind::DeviceUnavailable, "{e}");
-        assert!(e.message().contains(needle), "{e}");
+        .unwrap_or_else(|| panic!("returning false at {stop:?} did not cancel"));
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{stop:?}: {e}");
     }
 }
 

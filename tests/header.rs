@@ -1,12 +1,14 @@
-//! include/unigrpo.h is what cbindgen generates from the sources (UNIGRPO_BLESS=1 rewrites it).
+//! include/unigrpo.h is what cbindgen generates from bindings/c (UNIGRPO_BLESS=1 rewrites it).
 
 #[test]
 fn committed_header_matches_a_fresh_generation() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let crate_dir = root.join("bindings/c");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("bindings/c/cbindgen.toml");
     let mut fresh = Vec::new();
     cbindgen::Builder::new()
-        .with_crate(root)
+        .with_crate(&crate_dir)
         .with_config(config)
         .generate()
         .expect("cbindgen")

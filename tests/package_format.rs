@@ -43,7 +43,7 @@ fn shipped_files_agree_with_their_manifests() {
 fn both_packages_load_and_every_graph_matches_its_manifest() {
     for dir in [shapes_dir(), shared_dir()] {
         let model = load(&dir);
-        assert_eq!(model.graphs.len(), 6);
+        assert_eq!(model.graphs().count(), 6);
         let info = model.info();
         assert!(info["parameters"]["total"].as_u64().unwrap() > 0);
     }

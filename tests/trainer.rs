@@ -6,8 +6,37 @@ use std::sync::Arc;
 
 use common::*;
 use unigrpo::reward::{Sample, ShapesReward};
-use unigrpo::train::{TrainConfig, Trainer};
+use unigrpo::train::{Policies, Rollout, StepStats, TrainConfig, Trainer};
 use unigrpo::{ErrorKind, Model, Progress, Result};
+
+/// What a step drew and computed, through the phases.
+struct Details {
+    rollout: Rollout,
+    advantages: Vec<f32>,
+}
+
+/// `step` through its phases, keeping the rollout and the advantages.
+fn step_detailed(
+    t: &mut Trainer,
+    prompts: &[&str],
+    reward: &mut dyn unigrpo::reward::Reward,
+) -> (StepStats, Details) {
+    let r = t.rollout(prompts, None, &mut Progress::none()).unwrap();
+    let rewards = t.rewards(&r, reward, None, &mut Progress::none()).unwrap();
+    let (advantages, _) = t.advantages(&r, &rewards);
+    let s = t.update(&r, &rewards, None, &mut Progress::none()).unwrap();
+    (
+        s,
+        Details {
+            rollout: r,
+            advantages,
+        },
+    )
+}
+
+fn which(text: bool, image: bool) -> Policies {
+    Policies { text, image }
+}
 
 type RewardFn = dyn FnMut(&[Sample<'_>]) -> Result<Vec<f32>>;
 
@@ -42,20 +71,18 @@ fn first_update_recomputes_the_rollout_logprobs() {
     for dir in [shapes_dir(), shared_dir()] {
         let model = Arc::new(load(&dir));
         let mut t = Trainer::new(model.clone(), config(&model)).unwrap();
-        let (stats, d) = t
-            .step_detailed(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
-            .unwrap();
+        let (stats, _) = step_detailed(&mut t, &PROMPTS, &mut ShapesReward);
         assert!(
-            d.text_consistency < 1e-5,
+            stats.text_consistency < 1e-5,
             "{}: text |logp - logp_old| = {}",
             dir.display(),
-            d.text_consistency
+            stats.text_consistency
         );
         assert!(
-            d.image_consistency < 1e-5,
+            stats.image_consistency < 1e-5,
             "{}: image |logp - logp_old| = {}",
             dir.display(),
-            d.image_consistency
+            stats.image_consistency
         );
         assert_eq!(stats.step, 1);
         assert!(stats.loss.is_finite() && stats.grad_norm > 0.0, "{stats:?}");
@@ -75,9 +102,7 @@ fn gradients_match_finite_differences() {
     c.text_kl_weight = 0.1;
     c.learning_rate = 1e-3;
     let mut t = Trainer::new(model.clone(), c).unwrap();
-    let (_, d) = t
-        .step_detailed(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
-        .unwrap();
+    let (_, d) = step_detailed(&mut t, &PROMPTS, &mut ShapesReward);
     let share: Vec<usize> = (0..d.rollout.len()).collect();
     let params = t.params().clone();
     for (text, image, names) in [
@@ -90,8 +115,7 @@ fn gradients_match_finite_differences() {
                 &d.rollout,
                 &d.advantages,
                 &share,
-                text,
-                image,
+                which(text, image),
                 true,
             )
             .unwrap();
@@ -109,9 +133,16 @@ fn gradients_match_finite_differences() {
                 let eval = |delta: f32| {
                     let mut p = params.clone();
                     p.values.get_mut(name).unwrap().as_slice_mut().unwrap()[k] += delta;
-                    t.loss_and_grad(&p, &d.rollout, &d.advantages, &share, text, image, false)
-                        .unwrap()
-                        .0
+                    t.loss_and_grad(
+                        &p,
+                        &d.rollout,
+                        &d.advantages,
+                        &share,
+                        which(text, image),
+                        false,
+                    )
+                    .unwrap()
+                    .0
                 };
                 let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
                 let an = g.as_slice().unwrap()[k];
@@ -308,9 +339,7 @@ fn text_aggregation_normalisers() {
         c.text_aggregation = agg;
         c.temperature = 3.0;
         let mut t = Trainer::new(model.clone(), c).unwrap();
-        let (stats, d) = t
-            .step_detailed(&PROMPTS, &mut redness, None, &mut Progress::none())
-            .unwrap();
+        let (stats, d) = step_detailed(&mut t, &PROMPTS, &mut redness);
         let lens: Vec<f64> = (0..d.rollout.len())
             .map(|i| d.rollout.reasoning[i].tokens.len() as f64)
             .collect();
@@ -354,19 +383,16 @@ fn handoff_is_recomputed_off_policy_and_for_the_reference() {
     let mut t = Trainer::new(model.clone(), c).unwrap();
     t.step(&PROMPTS, &mut redness, None, &mut Progress::none())
         .unwrap();
-    let (_, mut d) = t
-        .step_detailed(&PROMPTS, &mut redness, None, &mut Progress::none())
-        .unwrap();
+    let (_, mut d) = step_detailed(&mut t, &PROMPTS, &mut redness);
     let share: Vec<usize> = (0..d.rollout.len()).collect();
     let params = t.params().clone();
-    let loss = |d: &unigrpo::train::StepDetails| {
+    let loss = |d: &Details| {
         t.loss_and_grad(
             &params,
             &d.rollout,
             &d.advantages,
             &share,
-            false,
-            true,
+            which(false, true),
             false,
         )
         .unwrap()
@@ -385,4 +411,277 @@ fn handoff_is_recomputed_off_policy_and_for_the_reference() {
     let after = loss(&d);
     assert!(before.is_finite() && before != 0.0);
     assert_eq!(before, after);
+}
+
+/// Review finding 1: `save` wrote config.seed instead of the trainer's random state. A seed-2
+/// checkpoint loaded into a seed-1 trainer, saved and loaded again must continue as the seed-2
+/// trainer does.
+#[test]
+fn a_resaved_checkpoint_keeps_the_random_state() {
+    let model = Arc::new(load(&shapes_dir()));
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, c2) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    let mut cfg2 = config(&model);
+    cfg2.seed = 2;
+    let mut a = Trainer::new(model.clone(), cfg2).unwrap();
+    a.step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    a.save(&c1).unwrap();
+    let mut cfg1 = config(&model);
+    cfg1.seed = 1;
+    let mut b = Trainer::new(model.clone(), cfg1.clone()).unwrap();
+    b.load(&c1).unwrap();
+    b.save(&c2).unwrap();
+    let mut c = Trainer::new(model.clone(), cfg1).unwrap();
+    c.load(&c2).unwrap();
+    let sa = a
+        .step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    let sc = c
+        .step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    assert_eq!((sa.reward_mean, sa.loss), (sc.reward_mean, sc.loss));
+    assert!(
+        snapshot(&a) == snapshot(&c),
+        "the re-saved checkpoint lost the random state"
+    );
+}
+
+/// The phases compose to `step`: rollout changes nothing and is repeatable; rollout + rewards +
+/// update gives the same parameters and stats as `step`; a stale, foreign or pre-load rollout
+/// is refused and changes nothing.
+#[test]
+fn phases_compose_to_step() {
+    let model = Arc::new(load(&shapes_dir()));
+    let mut a = Trainer::new(model.clone(), config(&model)).unwrap();
+    let mut b = Trainer::new(model.clone(), config(&model)).unwrap();
+    let before = snapshot(&b);
+    let r1 = b.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    let r2 = b.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    assert!(snapshot(&b) == before, "a rollout changed the trainer");
+    assert_eq!(r1.reasoning, r2.reasoning);
+    assert!(r1
+        .images
+        .iter()
+        .zip(&r2.images)
+        .all(|(x, y)| x.data == y.data));
+    let rewards = b
+        .rewards(&r1, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    let sa = a
+        .step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    let sb = b
+        .update(&r1, &rewards, None, &mut Progress::none())
+        .unwrap();
+    assert_eq!(
+        StepStats { seconds: 0.0, ..sa },
+        StepStats { seconds: 0.0, ..sb }
+    );
+    assert!(snapshot(&a) == snapshot(&b));
+    // r2 was drawn at step 0: now stale
+    let after = snapshot(&b);
+    let e = b
+        .update(&r2, &rewards, None, &mut Progress::none())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains("step 0") && e.message().contains("step 1"),
+        "{e}"
+    );
+    // another trainer's rollout
+    let r3 = a.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    let e = b
+        .update(&r3, &rewards, None, &mut Progress::none())
+        .unwrap_err();
+    assert!(e.message().contains("another trainer"), "{e}");
+    // a load invalidates earlier rollouts
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("c.safetensors");
+    b.save(&ck).unwrap();
+    let r4 = b.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    b.load(&ck).unwrap();
+    let e = b
+        .update(&r4, &rewards, None, &mut Progress::none())
+        .unwrap_err();
+    assert!(e.message().contains("checkpoint"), "{e}");
+    assert!(snapshot(&b) == after);
+    // the manual phases: gradients + apply per optimiser step, then commit
+    let r5 = b.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    let rw = b
+        .rewards(&r5, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    let mut up = b.begin_update(&r5, &rw).unwrap();
+    let (g0, t0) = b.gradients(&up, &r5, 0, None).unwrap();
+    b.apply(&mut up, &g0, &t0).unwrap();
+    assert!(snapshot(&b) == after, "apply changed the committed state");
+    let e = b.commit(up).unwrap_err();
+    assert!(e.message().contains("1 of 2"), "{e}");
+    assert!(snapshot(&b) == after);
+}
+
+/// Review finding 4: a first update whose recomputed log-probs drift from the rollout's fails
+/// the step (Runtime, naming both values) and changes nothing; the drift is in the stats.
+#[test]
+fn log_prob_drift_fails_the_step() {
+    let model = Arc::new(load(&shapes_dir()));
+    let mut c = config(&model);
+    c.max_image_drift = 1e-30; // any recomputation differs by more than this in f32
+    c.max_text_drift = 1e-30;
+    let mut t = Trainer::new(model.clone(), c).unwrap();
+    let before = snapshot(&t);
+    let e = t
+        .step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Runtime, "{e}");
+    assert!(
+        e.message().contains("text") && e.message().contains("image"),
+        "{e}"
+    );
+    assert!(snapshot(&t) == before);
+    // with the default bounds the same step passes and reports both drifts
+    let mut t = Trainer::new(model.clone(), config(&model)).unwrap();
+    let s = t
+        .step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    assert!(
+        s.text_consistency < 1e-4 && s.image_consistency < 1e-5,
+        "{s:?}"
+    );
+}
+
+/// Parameter groups: with text_learning_rate tiny and the image rate large, the text-only
+/// tensors barely move and the image-only ones move; set_learning_rate changes the rates from
+/// the next step and checkpoints keep them.
+#[test]
+fn per_group_learning_rates() {
+    use unigrpo::train::adamw::Group;
+    let model = Arc::new(load(&shapes_dir()));
+    let mut c = config(&model);
+    c.text_learning_rate = 1e-12;
+    c.image_learning_rate = 1e-3;
+    let mut t = Trainer::new(model.clone(), c).unwrap();
+    let s = t
+        .step(&PROMPTS, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    assert!(s.text_grad_norm > 0.0 && s.image_grad_norm > 0.0, "{s:?}");
+    let moved = |g: Group, t: &Trainer| -> f32 {
+        t.params()
+            .values
+            .iter()
+            .filter(|(n, _)| t.groups().of(n) == g)
+            .map(|(n, a)| {
+                a.iter()
+                    .zip(model.params.values[n].iter())
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max)
+            })
+            .fold(0.0, f32::max)
+    };
+    assert!(
+        moved(Group::Text, &t) < 1e-9,
+        "text moved {}",
+        moved(Group::Text, &t)
+    );
+    assert!(
+        moved(Group::Image, &t) > 1e-4,
+        "image moved {}",
+        moved(Group::Image, &t)
+    );
+    t.set_learning_rate(2e-4, 0.0).unwrap();
+    assert_eq!(t.learning_rates()[1..], [2e-4, 1e-3]);
+    assert!(t.set_learning_rate(-1.0, 0.0).is_err() && t.set_learning_rate(f32::NAN, 0.0).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("c.safetensors");
+    t.save(&ck).unwrap();
+    let mut u = Trainer::new(model.clone(), config(&model)).unwrap();
+    u.load(&ck).unwrap();
+    assert_eq!(u.learning_rates(), t.learning_rates());
+}
+
+/// Review finding 2 in the trainer: a progress callback returning false at any report of a
+/// step (every stage: reasoning, denoising, decoding, reward, backward, optimizer) fails it with
+/// Cancelled and changes nothing.
+#[test]
+fn progress_false_cancels_a_step_at_every_stage() {
+    use unigrpo::Stage;
+    let model = Arc::new(load(&shapes_dir()));
+    let mut c = config(&model);
+    c.num_steps = 2;
+    c.max_reasoning_tokens = 4;
+    let mut t = Trainer::new(model.clone(), c).unwrap();
+    let mut all = Vec::new();
+    let mut u = Trainer::new(model.clone(), t.config().clone()).unwrap();
+    let mut rec = |s: Stage, i: u32, _: u32| {
+        all.push((s, i));
+        true
+    };
+    u.step(
+        &PROMPTS,
+        &mut ShapesReward,
+        None,
+        &mut Progress::new(&mut rec),
+    )
+    .unwrap();
+    for st in [
+        Stage::Reasoning,
+        Stage::Denoising,
+        Stage::Decoding,
+        Stage::Reward,
+        Stage::Backward,
+        Stage::Optimizer,
+    ] {
+        assert!(all.iter().any(|&(s, _)| s == st), "{st:?} never reported");
+    }
+    let before = snapshot(&t);
+    for &stop in &all {
+        let mut cb = |s: Stage, i: u32, _: u32| (s, i) != stop;
+        let e = t
+            .step(
+                &PROMPTS,
+                &mut ShapesReward,
+                None,
+                &mut Progress::new(&mut cb),
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{stop:?}: {e}");
+        assert!(
+            snapshot(&t) == before,
+            "cancelling at {stop:?} changed the trainer"
+        );
+    }
+}
+
+/// Every option of the table reaches the config by name and round-trips through the
+/// checkpoint's JSON; a checkpoint configuration without the newer options takes their legacy
+/// values.
+#[test]
+fn option_table_round_trips_and_legacy_values() {
+    use unigrpo::options::TRAIN_OPTIONS;
+    let model = Arc::new(load(&shapes_dir()));
+    let c = config(&model);
+    let json = c.to_json();
+    for o in TRAIN_OPTIONS {
+        assert!(
+            json.get(o.name).is_some(),
+            "{} has no checkpoint key",
+            o.name
+        );
+        assert!(c.get(o.name).is_some());
+    }
+    let back = TrainConfig::from_json(&json, TrainConfig::defaults(&*model), "test").unwrap();
+    assert_eq!(back, c);
+    let mut old = json.clone();
+    for o in TRAIN_OPTIONS.iter().filter(|o| o.legacy.is_some()) {
+        old.as_object_mut().unwrap().remove(o.name);
+    }
+    let back = TrainConfig::from_json(&old, TrainConfig::defaults(&*model), "test").unwrap();
+    assert_eq!(back.text_aggregation, unigrpo::train::TextAggregation::Dapo);
+    assert_eq!(back.text_learning_rate, 0.0);
+    let mut bad = json.clone();
+    bad.as_object_mut().unwrap().remove("group_size");
+    assert!(TrainConfig::from_json(&bad, TrainConfig::defaults(&*model), "test").is_err());
 }

@@ -1,6 +1,7 @@
 // unigrpo.hpp: header-only C++17 RAII wrapper over the C API (include/unigrpo.h).
 //
-// - Owning handles (Model, Trainer, Generation, CancelToken) free themselves; move-only.
+// - Owning handles (Model, Trainer, Rollout, Generation, CancelToken) free themselves; move-only
+//   (Model is shared).
 // - Errors become unigrpo::Error exceptions carrying the code and the message.
 // - Reward and progress callbacks are lambdas. An exception thrown in one is caught at the C
 //   boundary (it never crosses C frames), the C call fails cleanly, and the exception is rethrown
@@ -156,14 +157,76 @@ struct Sample {
 
 using Reward = std::function<std::vector<float>(const std::vector<Sample>&)>;
 
+inline Sample sample_of(const unigrpo_sample& s) {
+  return Sample{s.prompt_index, s.sample_index, s.prompt ? s.prompt : "", s.reasoning ? s.reasoning : "",
+                Image{s.image.width, s.image.height, s.image.channels, s.image.data}};
+}
+
+// The samples of one trainer step (Trainer::rollout); rewards may come later, from anywhere.
+// Owns what it shows and outlives its trainer and model.
+class Rollout {
+ public:
+  explicit Rollout(unigrpo_rollout* r) : p_(r) {}
+  size_t size() const noexcept { return unigrpo_rollout_size(p_.get()); }
+  // Sample i; its image data stays valid while this rollout lives.
+  Sample sample(size_t i) const {
+    if (i >= size()) throw std::out_of_range("rollout sample " + std::to_string(i) + " of " + std::to_string(size()));
+    return sample_of(unigrpo_rollout_sample(p_.get(), i));
+  }
+  std::vector<Sample> samples() const {
+    std::vector<Sample> v;
+    for (size_t i = 0; i < size(); ++i) v.push_back(sample(i));
+    return v;
+  }
+  // NaN = no reward; may be called again before the update.
+  void set_rewards(const std::vector<float>& r) {
+    detail::check(unigrpo_rollout_set_rewards(p_.get(), r.data(), r.size()));
+  }
+  unigrpo_rollout* get() const noexcept { return p_.get(); }
+
+ private:
+  struct Del {
+    void operator()(unigrpo_rollout* r) const noexcept { unigrpo_rollout_free(r); }
+  };
+  std::unique_ptr<unigrpo_rollout, Del> p_;
+};
+
 class Trainer {
  public:
-  Trainer(const Model& model, unigrpo_train_params params) {
+  // `progress` (optional) sees every stage of steps, rollouts and updates; returning false (or
+  // throwing, rethrown after the call) cancels the call, which then changes nothing.
+  Trainer(const Model& model, unigrpo_train_params params, Progress progress = {})
+      : progress_(new detail::ProgressCtx{std::move(progress), nullptr}) {
+    params.progress = &trainer_progress;
+    params.progress_user_data = progress_.get();
     unigrpo_trainer* t = nullptr;
     detail::check(unigrpo_trainer_new(model.get(), &params, &t));
     p_.reset(t);
   }
   explicit Trainer(const Model& model) : Trainer(model, default_params(model)) {}
+  void set_progress(Progress progress) { progress_->fn = std::move(progress); }
+  uint64_t step_count() const noexcept { return unigrpo_trainer_step_count(p_.get()); }
+  // From the next optimiser step; 0 keeps a rate.
+  void set_learning_rate(float text_lr, float image_lr) {
+    detail::check(unigrpo_trainer_set_learning_rate(p_.get(), text_lr, image_lr));
+  }
+  // Phase 1 of a step: the samples, drawn exactly as step() would; changes nothing.
+  Rollout rollout(const std::vector<std::string>& prompts, const CancelToken* cancel = nullptr) {
+    std::vector<const char*> ps;
+    for (const auto& s : prompts) ps.push_back(s.c_str());
+    unigrpo_rollout* r = nullptr;
+    unigrpo_error* e = unigrpo_trainer_rollout(p_.get(), ps.data(), ps.size(), cancel ? cancel->get() : nullptr, &r);
+    detail::check(e, &progress_->error);
+    return Rollout(r);
+  }
+  // Phase 2: the optimiser steps on the rollout's rewards (bit-identical to step() with them).
+  unigrpo_step_stats update(Rollout& r, const CancelToken* cancel = nullptr) {
+    unigrpo_step_stats stats{};
+    stats.struct_size = sizeof stats;
+    unigrpo_error* e = unigrpo_trainer_update(p_.get(), r.get(), cancel ? cancel->get() : nullptr, &stats);
+    detail::check(e, &progress_->error);
+    return stats;
+  }
   static unigrpo_train_params default_params(const Model& model) {
     unigrpo_train_params p;
     unigrpo_train_params_init(model.get(), &p);
@@ -178,7 +241,7 @@ class Trainer {
     stats.struct_size = sizeof stats;
     unigrpo_error* e = unigrpo_trainer_step(p_.get(), ps.data(), ps.size(), &reward_trampoline, &ctx,
                                             cancel ? cancel->get() : nullptr, &stats);
-    detail::check(e, &ctx.error);
+    detail::check(e, ctx.error ? &ctx.error : &progress_->error);
     return stats;
   }
   Generation generate(const std::string& prompt, unigrpo_generate_params params) const {
@@ -195,16 +258,17 @@ class Trainer {
     const Reward& fn;
     std::exception_ptr error;
   };
+  static bool trainer_progress(void* user, unigrpo_stage stage, uint32_t step, uint32_t total) {
+    auto* ctx = static_cast<detail::ProgressCtx*>(user);
+    if (!ctx->fn) return true;
+    return detail::progress_trampoline(user, stage, step, total);
+  }
   static int32_t reward_trampoline(void* user, const unigrpo_sample* samples, size_t n, float* rewards) {
     auto* ctx = static_cast<RewardCtx*>(user);
     try {
       std::vector<Sample> v;
       v.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
-        const auto& s = samples[i];
-        v.push_back(Sample{s.prompt_index, s.sample_index, s.prompt, s.reasoning,
-                           Image{s.image.width, s.image.height, s.image.channels, s.image.data}});
-      }
+      for (size_t i = 0; i < n; ++i) v.push_back(sample_of(samples[i]));
       std::vector<float> r = ctx->fn(v);
       if (r.size() != n) throw std::length_error("the reward returned " + std::to_string(r.size()) + " values for " + std::to_string(n) + " samples");
       for (size_t i = 0; i < n; ++i) rewards[i] = r[i];
@@ -217,6 +281,8 @@ class Trainer {
   struct Del {
     void operator()(unigrpo_trainer* t) const noexcept { unigrpo_trainer_free(t); }
   };
+  // declared before p_: the trainer (which calls into it) is freed first
+  std::unique_ptr<detail::ProgressCtx> progress_;
   std::unique_ptr<unigrpo_trainer, Del> p_;
 };
 

@@ -158,3 +158,9 @@ pub struct FileEntry {
     pub bytes: u64,
     pub sha256: String,
 }
+
+impl AsRef<Manifest> for Manifest {
+    fn as_ref(&self) -> &Manifest {
+        self
+    }
+}

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::runtime::TensorView;
 
 /// Named f32 tensors in manifest order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParamSet {
     pub names: Vec<String>,
     pub values: BTreeMap<String, ArrayD<f32>>,

@@ -17,7 +17,19 @@ const LIB_NAME: &str = "libonnxruntime.so";
 struct Loaded {
     path: PathBuf,
     version: String,
+    pool: ThreadPool,
     env: ort::environment::Environment,
+}
+
+/// The process-wide ONNX Runtime thread pool that every session of every model shares. ONNX
+/// Runtime fixes it when the environment is created, so the first model load sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadPool {
+    /// 0 = ONNX Runtime's default (the first load) or the pool as it is (later loads).
+    pub intra_threads: usize,
+    pub inter_threads: usize,
+    /// Spinning threads burn a core while they wait: off by default for an embedded library.
+    pub allow_spinning: bool,
 }
 
 static LOADED: OnceLock<Loaded> = OnceLock::new();
@@ -83,24 +95,25 @@ fn version_of(path: &Path) -> String {
         .to_string()
 }
 
-/// Load ONNX Runtime (first call) and return the process-wide environment.
-pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+/// Load ONNX Runtime (first call) and return the process-wide environment with its thread pool.
+pub fn environment(
+    explicit: Option<&Path>,
+    pool: &ThreadPool,
+) -> Result<&'static ort::environment::Environment> {
     if let Some(l) = LOADED.get() {
-        return check_same(l, explicit).map(|_| &l.env);
+        return check_same(l, explicit, pool).map(|_| &l.env);
     }
     let _guard = LOADING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(l) = LOADED.get() {
-        return check_same(l, explicit).map(|_| &l.env);
+        return check_same(l, explicit, pool).map(|_| &l.env);
     }
     let cands = candidates(explicit);
-    if std::env::var_os("UNIGRPO_DEBUG").is_some() {
-        for (p, why) in &cands {
-            eprintln!(
-                "unigrpo: ONNX Runtime candidate {} ({why}): {}",
-                p.display(),
-                if p.exists() { "found" } else { "absent" }
-            );
-        }
+    for (p, why) in &cands {
+        log::debug!(
+            "ONNX Runtime candidate {} ({why}): {}",
+            p.display(),
+            if p.exists() { "found" } else { "absent" }
+        );
     }
     let mut tried = Vec::new();
     let mut chosen = None;
@@ -125,14 +138,29 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment:
         t.push(format!("{}: {e}", path.display()));
         not_found(&t)
     })?;
+    let opts = || -> ort::Result<ort::environment::GlobalThreadPoolOptions> {
+        ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(pool.intra_threads)?
+            .with_inter_threads(pool.inter_threads)?
+            .with_spin_control(pool.allow_spinning)
+    };
+    let opts = opts().map_err(|e| Error::invalid(format!("thread pool settings {pool:?}: {e}")))?;
     let env = builder
         .with_name("unigrpo")
         .with_telemetry(false)
+        .with_global_thread_pool(opts)
+        .with_logger(std::sync::Arc::new(ort_log))
         .build()
         .map_err(|e| Error::runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
+    log::debug!(
+        "ONNX Runtime {} from {} with thread pool {pool:?}",
+        version_of(&path),
+        path.display()
+    );
     let loaded = Loaded {
         version: version_of(&path),
         path,
+        pool: *pool,
         env,
     };
     let _ = LOADED.set(loaded);
@@ -151,7 +179,51 @@ fn not_found(tried: &[String]) -> Error {
     )
 }
 
-fn check_same(l: &Loaded, explicit: Option<&Path>) -> Result<()> {
+/// ONNX Runtime's own log, into the `log` facade (target "onnxruntime"). Its verbose level is
+/// only read for the node placement report of GPU sessions.
+fn ort_log(
+    level: ort::logging::LogLevel,
+    category: &str,
+    _id: &str,
+    location: &str,
+    message: &str,
+) {
+    use ort::logging::LogLevel as L;
+    let lvl = match level {
+        L::Fatal | L::Error => log::Level::Error,
+        L::Warning => log::Level::Warn,
+        L::Info => log::Level::Debug,
+        L::Verbose if message.contains("placed on [") => {
+            if message.contains("CPUExecutionProvider") {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            }
+        }
+        L::Verbose => log::Level::Trace,
+    };
+    log::log!(target: "onnxruntime", lvl, "{message} ({category}, {location})");
+}
+
+/// The process-wide thread pool, once ONNX Runtime is loaded.
+pub fn pool() -> Option<ThreadPool> {
+    LOADED.get().map(|l| l.pool)
+}
+
+fn check_same(l: &Loaded, explicit: Option<&Path>, pool: &ThreadPool) -> Result<()> {
+    let p = &l.pool;
+    let clash = (pool.intra_threads != 0 && pool.intra_threads != p.intra_threads)
+        || (pool.inter_threads != 0 && pool.inter_threads != p.inter_threads)
+        || pool.allow_spinning != p.allow_spinning;
+    if clash {
+        return Err(Error::invalid(format!(
+            "ONNX Runtime's process-wide thread pool was created by the first model load with intra_op_threads {}, \
+             inter_op_threads {}, allow_spinning {}; this load asks for intra_op_threads {}, inter_op_threads {}, \
+             allow_spinning {} (0 threads = accept the pool as it is)",
+            p.intra_threads, p.inter_threads, p.allow_spinning,
+            pool.intra_threads, pool.inter_threads, pool.allow_spinning
+        )));
+    }
     if let Some(p) = explicit {
         let a = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let b = std::fs::canonicalize(&l.path).unwrap_or_else(|_| l.path.clone());

@@ -3,7 +3,7 @@
 mod library;
 mod tensor;
 
-pub use library::{candidates, environment, loaded, TARGET_ORT_VERSION};
+pub use library::{candidates, environment, loaded, pool, ThreadPool, TARGET_ORT_VERSION};
 pub use tensor::{DType, Tensor, TensorView};
 
 use std::borrow::Cow;
@@ -51,12 +51,12 @@ impl Device {
     }
 }
 
-/// Session settings shared by every graph of a model.
+/// Session settings shared by every graph of a model (threads come from the process-wide pool).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub device: Device,
-    /// 0 = ONNX Runtime's default.
-    pub intra_threads: usize,
+    /// On a GPU: fail when ONNX Runtime would place nodes on the CPU, instead of logging them.
+    pub strict_device: bool,
 }
 
 /// Declared input or output of a graph.
@@ -113,6 +113,15 @@ impl Graph {
             let msg = e.message().to_string();
             if e.kind() == ErrorKind::DeviceUnavailable {
                 e
+            } else if cfg.strict_device && cfg.device != Device::Cpu {
+                Error::new(
+                    ErrorKind::DeviceUnavailable,
+                    format!(
+                        "{}: strict device mode: ONNX Runtime cannot run every node of this graph on {}: {msg}",
+                        path.display(),
+                        cfg.device.name()
+                    ),
+                )
             } else {
                 Error::format(format!(
                     "{}: not a loadable ONNX graph: {msg}",
@@ -228,12 +237,15 @@ fn build_session(
     env: &ort::environment::Environment,
 ) -> Result<Session> {
     let mut b = Session::builder(env).map_err(Error::from)?;
-    if cfg.intra_threads > 0 {
-        b = b
-            .with_intra_threads(cfg.intra_threads)
-            .map_err(Error::from)?;
-    }
     if let Device::Cuda(id) = cfg.device {
+        // The verbose session log carries ONNX Runtime's node placement report (runtime::library
+        // forwards only that part of it).
+        b = b
+            .with_log_level(ort::logging::LogLevel::Verbose)
+            .map_err(Error::from)?;
+        if cfg.strict_device {
+            b = b.with_disable_cpu_fallback().map_err(Error::from)?;
+        }
         let ep = ort::ep::CUDA::default()
             .with_device_id(id as i32)
             .build()

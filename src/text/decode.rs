@@ -3,15 +3,15 @@
 //! Rows are left-padded; `position_ids` count each row's real tokens. A finished row is fed the
 //! pad token with mask 0 until every row is done: one graph call per decoding step for the batch.
 
-use ndarray::{s, Array2, Array4, ArrayD, Axis};
+use ndarray::{s, Array2, Axis};
 use rand_chacha::ChaCha8Rng;
 
 use super::sampling::{sample_token, SamplingParams};
+use super::Tokenizer;
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::nets::{TextNet, Tokens};
 use crate::progress::{Progress, Stage};
-use crate::runtime::TensorView;
 
 #[derive(Debug, Clone)]
 pub struct DecodeSettings {
@@ -38,13 +38,11 @@ impl Reasoning {
     }
 }
 
-fn empty_kv(b: usize, h: usize, dh: usize) -> ArrayD<f32> {
-    Array4::<f32>::zeros((b, h, 0, dh)).into_dyn()
-}
-
 /// Decode a reasoning for every prompt row (`prompts[i]` are token ids), one rng per row.
+#[allow(clippy::too_many_arguments)]
 pub fn decode_reasoning(
-    model: &Model,
+    net: &TextNet,
+    tok: &Tokenizer,
     params: &crate::package::ParamSet,
     prompts: &[Vec<i64>],
     settings: &DecodeSettings,
@@ -52,15 +50,7 @@ pub fn decode_reasoning(
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
 ) -> Result<Vec<Reasoning>> {
-    let graph = model.graph("text_decode")?;
-    let spec = &model.manifest().text;
-    let (b, layers, h, dh) = (
-        prompts.len(),
-        spec.num_layers,
-        spec.num_heads,
-        spec.head_dim,
-    );
-    let tok = &model.tokenizer;
+    let b = prompts.len();
     let mut out: Vec<Reasoning> = (0..b)
         .map(|_| Reasoning {
             tokens: vec![],
@@ -81,37 +71,23 @@ pub fn decode_reasoning(
     } = super::left_pad(prompts, tok.pad);
     let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
     let mut past_mask = Array2::<i64>::zeros((b, 0));
-    let mut kv: Vec<ArrayD<f32>> = (0..2 * layers).map(|_| empty_kv(b, h, dh)).collect();
-    let kv_names: Vec<String> = (0..layers)
-        .flat_map(|l| [format!("past_key.{l}"), format!("past_value.{l}")])
-        .collect();
-    let present_names: Vec<String> = kv_names
-        .iter()
-        .map(|n| n.replace("past_", "present_"))
-        .collect();
-    let mut want: Vec<&str> = vec!["logits"];
-    want.extend(present_names.iter().map(String::as_str));
+    let mut kv = net.empty_cache(b);
     let mut done = vec![false; b];
     let max_new = settings.max_new_tokens;
     for step in 0..max_new {
-        if !progress.report(Stage::Reasoning, step as u32, max_new as u32)
-            || cancel.is_some_and(|c| c.is_cancelled())
-        {
-            return Err(Error::cancelled());
-        }
-        let mut inputs = params.inputs_for(graph);
-        inputs.push(("input_ids", TensorView::I64(ids.view().into_dyn())));
-        inputs.push((
-            "past_attention_mask",
-            TensorView::I64(past_mask.view().into_dyn()),
-        ));
-        inputs.push(("attention_mask", TensorView::I64(mask.view().into_dyn())));
-        inputs.push(("position_ids", TensorView::I64(positions.view().into_dyn())));
-        for (n, a) in kv_names.iter().zip(&kv) {
-            inputs.push((n.as_str(), TensorView::F32(a.view())));
-        }
-        let mut res = graph.run(&inputs, &want, cancel)?;
-        let logits = res.remove(0).into_f32()?;
+        progress.report(Stage::Reasoning, step as u32, max_new as u32, cancel)?;
+        let res = net.decode_step(
+            params,
+            Tokens {
+                ids: &ids,
+                mask: &mask,
+                positions: &positions,
+            },
+            &past_mask,
+            &kv,
+            cancel,
+        )?;
+        let logits = res.logits;
         let t_len = logits.shape()[1];
         let mut new_ids = Array2::<i64>::from_elem((b, 1), tok.pad);
         let mut new_mask = Array2::<i64>::zeros((b, 1));
@@ -143,10 +119,7 @@ pub fn decode_reasoning(
         }
         past_mask = ndarray::concatenate(Axis(1), &[past_mask.view(), mask.view()])
             .map_err(|e| Error::runtime(format!("mask concat: {e}")))?;
-        kv = res
-            .into_iter()
-            .map(|t| t.into_f32())
-            .collect::<Result<Vec<_>>>()?;
+        kv = res.cache;
         ids = new_ids;
         mask = new_mask;
         positions = new_pos;

@@ -10,11 +10,14 @@ use ndarray::ArrayD;
 use safetensors::{tensor::TensorView as StView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use super::{adamw::AdamWState, TrainConfig, Trainer};
+use super::adamw::{AdamWState, OptimState};
+use super::{TrainConfig, Trainer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::package::ParamSet;
 
 const FORMAT: &str = "unigrpo-checkpoint";
+/// 2: the configuration from the option table, the current learning rates.
+const VERSION: u32 = 2;
 
 fn bytes_of(a: &ArrayD<f32>) -> Vec<u8> {
     a.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -92,15 +95,17 @@ fn read_f32(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<ArrayD<f32>
 }
 
 impl Trainer {
-    /// Save a checkpoint to `path` (atomic).
+    /// Save a checkpoint to `path` (atomic): parameters, AdamW moments, step, random state,
+    /// current learning rates and the configuration.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = BTreeMap::new();
         let mut shapes = BTreeMap::new();
-        for (n, a) in &self.params.values {
+        let (params, opt) = (self.params(), self.optimizer());
+        for (n, a) in &params.values {
             for (prefix, arr) in [
                 ("param", Some(a)),
-                ("adam_m", self.opt.m.get(n)),
-                ("adam_v", self.opt.v.get(n)),
+                ("adam_m", opt.m.get(n)),
+                ("adam_v", opt.v.get(n)),
             ] {
                 if let Some(arr) = arr {
                     tensors.insert(format!("{prefix}/{n}"), bytes_of(arr));
@@ -108,23 +113,34 @@ impl Trainer {
                 }
             }
         }
+        let rates: Vec<serde_json::Value> = self
+            .learning_rates()
+            .iter()
+            .map(|&r| crate::options::Value::F32(r).to_json())
+            .collect();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
-            ("version".to_string(), "1".to_string()),
-            ("model".to_string(), self.model.manifest().name.clone()),
-            ("step".to_string(), self.step.to_string()),
-            ("adam_t".to_string(), self.opt.t.to_string()),
-            ("seed".to_string(), self.config.seed.to_string()),
+            ("version".to_string(), VERSION.to_string()),
+            ("model".to_string(), self.model().manifest().name.clone()),
+            ("step".to_string(), self.step_count().to_string()),
+            ("adam_t".to_string(), opt.t.to_string()),
+            // the random state is the trainer's seed (a loaded checkpoint's), not config.seed
+            ("seed".to_string(), self.seed.to_string()),
             (
-                "config".to_string(),
-                serde_json::to_string(&self.config).expect("config json"),
+                "learning_rates".to_string(),
+                serde_json::to_string(&rates).expect("json"),
             ),
+            ("config".to_string(), self.config().to_json().to_string()),
         ]);
         write_atomic(path, &serialize(&tensors, &shapes, meta)?)
     }
 
-    /// Read a checkpoint's training configuration (for `--resume` in the CLI).
-    pub fn checkpoint_config(path: &Path) -> Result<TrainConfig> {
+    /// Read a checkpoint's training configuration (for `--resume` in the CLI); options the
+    /// checkpoint predates take their legacy values.
+    pub fn checkpoint_config(
+        path: &Path,
+        manifest: &crate::package::Manifest,
+    ) -> Result<TrainConfig> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read checkpoint", path, e))?;
         let (_, meta) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| Error::format(format!("{}: not a checkpoint: {e}", path.display())))?;
@@ -132,12 +148,18 @@ impl Trainer {
         let cfg = m
             .get("config")
             .ok_or_else(|| Error::format(format!("{}: no configuration", path.display())))?;
-        serde_json::from_str(cfg)
-            .map_err(|e| Error::format(format!("{}: configuration: {e}", path.display())))
+        let json: serde_json::Value = serde_json::from_str(cfg)
+            .map_err(|e| Error::format(format!("{}: configuration: {e}", path.display())))?;
+        TrainConfig::from_json(
+            &json,
+            TrainConfig::defaults(manifest),
+            &format!("{} configuration", path.display()),
+        )
     }
 
-    /// Restore parameters, optimiser state, step and random state from `path`. The training
-    /// configuration stays this trainer's; nothing changes if the file does not fit.
+    /// Restore parameters, optimiser state, step, random state and learning rates from `path`.
+    /// The training configuration stays this trainer's; nothing changes if the file does not fit.
+    /// Rollouts made before the load can no longer be used for an update.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read checkpoint", path, e))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -152,7 +174,7 @@ impl Trainer {
                 path.display()
             )));
         }
-        let model = &self.model.manifest().name;
+        let model = &self.model().manifest().name;
         if m.get("model") != Some(model) {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -172,22 +194,41 @@ impl Trainer {
             })
         };
         let (step, adam_t, seed) = (num("step")?, num("adam_t")?, num("seed")?);
+        // version 1 checkpoints have no learning rates: the configured ones
+        let rates = match m.get("learning_rates") {
+            None => self.config().group_learning_rates(),
+            Some(s) => {
+                let v: Vec<f32> = serde_json::from_str(s).map_err(|e| {
+                    Error::format(format!("{}: learning_rates {s:?}: {e}", path.display()))
+                })?;
+                <[f32; 3]>::try_from(v.as_slice())
+                    .ok()
+                    .filter(|r| r.iter().all(|x| x.is_finite() && *x > 0.0))
+                    .ok_or_else(|| {
+                        Error::format(format!(
+                            "{}: learning_rates {s:?} are not 3 positive rates",
+                            path.display()
+                        ))
+                    })?
+            }
+        };
+        let mine = self.params();
         let mut params = ParamSet {
-            names: self.params.names.clone(),
+            names: mine.names.clone(),
             values: BTreeMap::new(),
         };
         let mut opt = AdamWState {
             t: adam_t,
             ..Default::default()
         };
-        for n in &self.params.names {
+        for n in &mine.names {
             let p = read_f32(&st, &format!("param/{n}"), path)?;
-            if p.shape() != self.params.values[n].shape() {
+            if p.shape() != mine.values[n].shape() {
                 return Err(Error::format(format!(
                     "{}: parameter {n:?} has shape {:?}, the model's is {:?}",
                     path.display(),
                     p.shape(),
-                    self.params.values[n].shape()
+                    mine.values[n].shape()
                 )));
             }
             params.values.insert(n.clone(), p);
@@ -198,19 +239,18 @@ impl Trainer {
                 }
             }
         }
-        self.restore(params, opt, step);
-        self.seed = seed;
+        self.restore(OptimState { params, opt }, step, seed, rates);
         Ok(())
     }
 
     /// Write a complete model package with the trained parameters into `dir`.
     pub fn export_model(&self, dir: &Path) -> Result<()> {
-        let src = &self.model.package;
+        let src = &self.model().package;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let mut manifest = src.manifest.clone();
         let mut tensors = BTreeMap::new();
         let mut shapes = BTreeMap::new();
-        for (n, a) in &self.params.values {
+        for (n, a) in &self.params().values {
             tensors.insert(n.clone(), bytes_of(a));
             shapes.insert(n.clone(), a.shape().to_vec());
         }
@@ -237,7 +277,8 @@ impl Trainer {
         );
         manifest.description = format!(
             "{} Fine-tuned with UniGRPO for {} steps.",
-            manifest.description, self.step
+            manifest.description,
+            self.step_count()
         );
         let text = serde_json::to_string_pretty(&manifest).expect("manifest json") + "\n";
         write_atomic(&dir.join("unigrpo.json"), text.as_bytes())

@@ -10,13 +10,25 @@ use crate::generate::{
 use crate::image::RgbImage;
 use crate::model::Model;
 use crate::package::ParamSet;
-use crate::progress::{Progress, Stage};
+use crate::progress::Progress;
 use crate::rng;
 use crate::text::{decode_reasoning, DecodeSettings, Reasoning, SamplingParams};
 
 use super::TrainConfig;
 
+/// Which trainer state a rollout was drawn from (the update refuses a rollout of another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// The trainer's process-unique id.
+    pub trainer: u64,
+    /// Trainer steps completed when it was drawn.
+    pub step: u64,
+    /// The trainer's load count (a checkpoint load invalidates earlier rollouts).
+    pub epoch: u64,
+}
+
 pub struct Rollout {
+    pub origin: Origin,
     pub prompts: Vec<String>,
     /// Per sample: its prompt's index, its index in the group, its seed.
     pub prompt_of: Vec<usize>,
@@ -77,7 +89,8 @@ pub fn rollout(
         },
     };
     let reasoning = decode_reasoning(
-        model,
+        &model.text,
+        tok,
         params,
         &prompt_ids,
         &settings,
@@ -102,13 +115,13 @@ pub fn rollout(
         cancel,
         progress,
     )?;
-    progress.report(Stage::Decoding, 0, 1);
-    let images = decode_images(model, &x, cancel)?;
+    let images = decode_images(model, &x, cancel, progress)?;
     let reasoning_text = reasoning
         .iter()
         .map(|r| tok.decode(r.content(tok.end_reasoning)))
         .collect();
     Ok(Rollout {
+        origin: Origin::default(),
         prompts: prompts.iter().map(|s| s.to_string()).collect(),
         index_in_group: (0..prompt_of.len()).map(|k| k % g).collect(),
         prompt_of,

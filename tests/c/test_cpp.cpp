@@ -67,6 +67,41 @@ int main(int argc, char** argv) {
     auto st = trainer.step({"a red circle", "two blue squares"}, constant);
     CHECK(st.step == 1);  // the failed step did not count
     CHECK(st.reward_mean > 0.0f);
+    CHECK(trainer.step_count() == 1);
+
+    // split phases: a rollout, rewards set later, an update
+    auto r = trainer.rollout({"a red circle", "two blue squares"});
+    CHECK(r.size() == 8 && r.sample(5).prompt == "two blue squares" && r.sample(5).image.width == 16);
+    try {
+      trainer.update(r);
+      CHECK(false);
+    } catch (const unigrpo::Error& e) {
+      CHECK(e.code() == UNIGRPO_ERR_INVALID_ARGUMENT);  // no rewards yet
+    }
+    r.set_rewards(constant(r.samples()));
+    auto su = trainer.update(r);
+    CHECK(su.step == 2 && trainer.step_count() == 2);
+    trainer.set_learning_rate(1e-4f, 0.0f);
+
+    // a progress lambda on the trainer: sees the stages; a throw cancels the step and comes back
+    bool saw_backward = false;
+    trainer.set_progress([&](unigrpo_stage s, uint32_t, uint32_t) {
+      saw_backward |= s == UNIGRPO_STAGE_BACKWARD;
+      return true;
+    });
+    trainer.step({"a red circle"}, constant);
+    CHECK(saw_backward && trainer.step_count() == 3);
+    trainer.set_progress([](unigrpo_stage s, uint32_t, uint32_t) -> bool {
+      if (s == UNIGRPO_STAGE_OPTIMIZER) throw std::runtime_error("stop at the optimizer");
+      return true;
+    });
+    try {
+      trainer.step({"a red circle"}, constant);
+      CHECK(false);
+    } catch (const std::runtime_error& e) {
+      CHECK(std::string(e.what()) == "stop at the optimizer");
+    }
+    CHECK(trainer.step_count() == 3);
   }
   CHECK(unigrpo_debug_live_objects() == 0);
   std::printf("%d passed, %d failed\n", passed, failed);

@@ -23,7 +23,7 @@ pub fn load(dir: &Path) -> Model {
         &ModelOptions {
             device: "cpu".into(),
             intra_threads: 1,
-            onnxruntime_path: None,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
@@ -39,4 +39,39 @@ pub fn copy_package(dir: &Path) -> tempfile::TempDir {
         }
     }
     tmp
+}
+
+/// target/<profile>/ of this test binary.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Build a workspace package (the CLI or the C ABI crate) for this test binary's profile, once
+/// per package and process; `cargo test` builds only the core for the core's tests.
+pub fn build_package(package: &str) {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|p| p == package) {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", package]).current_dir(root());
+    if target_dir().ends_with("release") {
+        cmd.arg("--release");
+    }
+    let o = cmd.output().expect("cargo build");
+    assert!(
+        o.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    built.push(package.to_string());
+}
+
+/// The `unigrpo` command, built if needed.
+pub fn unigrpo_bin() -> PathBuf {
+    build_package("unigrpo-cli");
+    target_dir().join("unigrpo")
 }

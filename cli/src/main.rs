@@ -1,8 +1,11 @@
-//! Command-line interface (clap). Progress and logs go to stderr; results to stdout.
+//! The `unigrpo` command: generate, inspect, eval, train, rollout, score.
 
 mod eval;
 mod grid;
+mod options;
 mod train;
+
+pub use options::SamplingArgs;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,9 +13,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use unigrpo::{
-    generate_batch, CancelToken, Error, GenerateParams, Model, ModelOptions, Progress, Stage,
-};
+use unigrpo::{generate_batch, CancelToken, Error, Model, ModelOptions, Progress, Stage};
 
 #[derive(Parser)]
 #[command(
@@ -49,9 +50,18 @@ pub struct RuntimeArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Intra-op threads (0 = ONNX Runtime's default).
+    /// Intra-op threads of ONNX Runtime's process-wide pool (0 = ONNX Runtime's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Inter-op threads of the pool (0 = ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub inter_threads: usize,
+    /// Let the pool's threads spin while they wait for work (faster on idle cores).
+    #[arg(long)]
+    pub allow_spinning: bool,
+    /// On cuda:N, fail when ONNX Runtime would run some nodes on the CPU.
+    #[arg(long)]
+    pub strict_device: bool,
     /// Path of libonnxruntime.so (default: search, see README).
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
@@ -65,6 +75,9 @@ impl RuntimeArgs {
             &ModelOptions {
                 device: self.device.clone(),
                 intra_threads: self.threads,
+                inter_threads: self.inter_threads,
+                allow_spinning: self.allow_spinning,
+                strict_device: self.strict_device,
                 onnxruntime_path: self.onnxruntime.clone(),
             },
         )?;
@@ -76,58 +89,6 @@ impl RuntimeArgs {
             unigrpo::version_string()
         );
         Ok(m)
-    }
-}
-
-/// Sampling flags shared by generate and eval; unset ones take the model's defaults.
-#[derive(Args, Clone)]
-pub struct SamplingArgs {
-    /// Denoising steps.
-    #[arg(long)]
-    pub steps: Option<u32>,
-    /// 0 = deterministic ODE sampler; > 0 = FlowGRPO SDE sampler.
-    #[arg(long)]
-    pub noise_level: Option<f32>,
-    /// Condition the image on the prompt alone (skip the reasoning).
-    #[arg(long)]
-    pub no_reasoning: bool,
-    /// Reasoning temperature (0 = greedy).
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    #[arg(long)]
-    pub top_k: Option<u32>,
-    #[arg(long)]
-    pub max_reasoning_tokens: Option<u32>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-impl SamplingArgs {
-    pub fn params(&self, model: &Model) -> GenerateParams {
-        let mut p = GenerateParams::defaults(model);
-        p.seed = self.seed;
-        p.reasoning = !self.no_reasoning;
-        if let Some(v) = self.steps {
-            p.num_steps = v;
-        }
-        if let Some(v) = self.noise_level {
-            p.noise_level = v;
-        }
-        if let Some(v) = self.temperature {
-            p.temperature = v;
-        }
-        if let Some(v) = self.top_p {
-            p.top_p = v;
-        }
-        if let Some(v) = self.top_k {
-            p.top_k = v;
-        }
-        if let Some(v) = self.max_reasoning_tokens {
-            p.max_reasoning_tokens = v;
-        }
-        p
     }
 }
 
@@ -165,6 +126,12 @@ struct InspectArgs {
 pub struct StageBar {
     bar: ProgressBar,
     stage: Option<Stage>,
+}
+
+impl Default for StageBar {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StageBar {
@@ -205,7 +172,7 @@ fn generate(a: GenerateArgs) -> Result<(), Error> {
         return Err(Error::invalid("--upscale must be at least 1"));
     }
     let model = a.rt.load()?;
-    let p = a.sampling.params(&model);
+    let p = a.sampling.params(&model)?;
     let cancel = ctrlc_token();
     let mut bar = StageBar::new();
     let mut cb = |s: Stage, i: u32, n: u32| {
@@ -257,8 +224,8 @@ fn inspect(a: InspectArgs) -> Result<(), Error> {
         &a.model,
         &ModelOptions {
             device: a.device.clone(),
-            intra_threads: 0,
             onnxruntime_path: a.onnxruntime.clone(),
+            ..Default::default()
         },
     )?;
     let info = model.info();
@@ -353,6 +320,10 @@ fn score(a: ScoreArgs) -> Result<(), Error> {
 
 /// Run the CLI; returns the process exit code.
 pub fn run() -> i32 {
+    // the core's log and ONNX Runtime's (target "onnxruntime"), filtered RUST_LOG-style
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("RUST_LOG", "warn"))
+        .format_timestamp(None)
+        .init();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Generate(a) => generate(a),
@@ -373,4 +344,8 @@ pub fn run() -> i32 {
             }
         }
     }
+}
+
+fn main() {
+    std::process::exit(run());
 }

@@ -1,7 +1,7 @@
 //! Cancellation tokens.
 
 use super::{boxed, guard, null_arg, quiet, unbox, unigrpo_error};
-use crate::cancel::CancelToken;
+use unigrpo::cancel::CancelToken;
 
 /// A cancellation flag; `unigrpo_cancel_token_cancel` may be called from any thread.
 pub struct unigrpo_cancel_token(pub(crate) CancelToken);
@@ -15,8 +15,8 @@ pub unsafe extern "C" fn unigrpo_cancel_token_new(
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        *out = std::ptr::null_mut();
-        *out = boxed(unigrpo_cancel_token(CancelToken::new()));
+        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
+        unsafe { *out = boxed(unigrpo_cancel_token(CancelToken::new())) };
         Ok(())
     })
 }
@@ -26,7 +26,8 @@ pub unsafe extern "C" fn unigrpo_cancel_token_new(
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_cancel_token_cancel(t: *const unigrpo_cancel_token) {
     quiet((), || {
-        if let Some(t) = t.as_ref() {
+        // SAFETY: a token handle from unigrpo_cancel_token_new, or NULL.
+        if let Some(t) = unsafe { t.as_ref() } {
             t.0.cancel()
         }
     })
@@ -36,7 +37,8 @@ pub unsafe extern "C" fn unigrpo_cancel_token_cancel(t: *const unigrpo_cancel_to
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_cancel_token_reset(t: *const unigrpo_cancel_token) {
     quiet((), || {
-        if let Some(t) = t.as_ref() {
+        // SAFETY: a token handle from unigrpo_cancel_token_new, or NULL.
+        if let Some(t) = unsafe { t.as_ref() } {
             t.0.reset()
         }
     })
@@ -45,5 +47,6 @@ pub unsafe extern "C" fn unigrpo_cancel_token_reset(t: *const unigrpo_cancel_tok
 /// Free a token (no call may be using it); NULL does nothing.
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_cancel_token_free(t: *mut unigrpo_cancel_token) {
-    quiet((), || unbox(t))
+    // SAFETY: a token handle, or NULL; the host gives up ownership.
+    quiet((), || unsafe { unbox(t) })
 }

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, CString};
 
 use super::{quiet, unbox};
-use crate::error::{Error, ErrorKind};
+use unigrpo::error::{Error, ErrorKind};
 
 /// Result codes. `UNIGRPO_OK` is never stored in an error object.
 #[repr(u32)]
@@ -58,11 +58,8 @@ pub(crate) fn new_error(e: Error) -> *mut unigrpo_error {
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_error_code(e: *const unigrpo_error) -> unigrpo_code {
     quiet(unigrpo_code::UNIGRPO_ERR_PANIC, || {
-        if e.is_null() {
-            unigrpo_code::UNIGRPO_OK
-        } else {
-            (*e).code
-        }
+        // SAFETY: an error object from this library, or NULL.
+        unsafe { e.as_ref() }.map_or(unigrpo_code::UNIGRPO_OK, |e| e.code)
     })
 }
 
@@ -70,16 +67,14 @@ pub unsafe extern "C" fn unigrpo_error_code(e: *const unigrpo_error) -> unigrpo_
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_error_message(e: *const unigrpo_error) -> *const c_char {
     quiet(c"".as_ptr(), || {
-        if e.is_null() {
-            c"".as_ptr()
-        } else {
-            (*e).message.as_ptr()
-        }
+        // SAFETY: an error object from this library, or NULL.
+        unsafe { e.as_ref() }.map_or(c"".as_ptr(), |e| e.message.as_ptr())
     })
 }
 
 /// Free an error; NULL does nothing.
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_error_free(e: *mut unigrpo_error) {
-    quiet((), || unbox(e))
+    // SAFETY: an error object, or NULL; the host gives up ownership.
+    quiet((), || unsafe { unbox(e) })
 }

@@ -12,72 +12,11 @@ use safetensors::Dtype;
 
 use unigrpo::reward::{self, Reward, Sample};
 use unigrpo::rng::derive_seed;
-use unigrpo::train::{
-    advantages::group_advantages, rollout::rollout, serialize_typed, write_atomic, TextAggregation,
-    TrainConfig, Trainer,
-};
+use unigrpo::train::{serialize_typed, write_atomic, TrainConfig, Trainer};
 use unigrpo::{Error, ErrorKind, Progress};
 
+use super::options::TrainFlags;
 use super::{ctrlc_token, RuntimeArgs};
-
-/// Training flags; unset ones take the model's defaults (or, with --resume, the checkpoint's).
-#[derive(Args, Clone)]
-pub struct TrainFlags {
-    #[arg(long)]
-    group_size: Option<u32>,
-    #[arg(long)]
-    updates_per_step: Option<u32>,
-    /// Samples per VJP call (0 = all of an update's share).
-    #[arg(long)]
-    micro_batch: Option<u32>,
-    #[arg(long)]
-    lr: Option<f32>,
-    #[arg(long)]
-    rollout_steps: Option<u32>,
-    #[arg(long)]
-    noise_level: Option<f32>,
-    #[arg(long)]
-    timestep_fraction: Option<f32>,
-    #[arg(long)]
-    temperature: Option<f32>,
-    #[arg(long)]
-    velocity_mse_weight: Option<f32>,
-    #[arg(long)]
-    image_kl_weight: Option<f32>,
-    #[arg(long)]
-    text_kl_weight: Option<f32>,
-    /// Normaliser of the text loss: dapo (over all tokens of an update) or grpo (per sequence).
-    #[arg(long, value_enum)]
-    text_aggregation: Option<TextAggregation>,
-    #[arg(long)]
-    image_clip_range: Option<f32>,
-    #[arg(long)]
-    no_train_text: bool,
-    #[arg(long)]
-    no_train_image: bool,
-    #[arg(long)]
-    seed: Option<u64>,
-}
-
-impl TrainFlags {
-    fn apply(&self, c: &mut TrainConfig) {
-        macro_rules! set {
-            ($($f:ident => $g:ident),*) => { $( if let Some(v) = self.$f { c.$g = v; } )* };
-        }
-        set!(group_size => group_size, updates_per_step => updates_per_step, micro_batch => micro_batch_size,
-             lr => learning_rate, rollout_steps => num_steps, noise_level => noise_level,
-             timestep_fraction => train_timestep_fraction, temperature => temperature,
-             velocity_mse_weight => velocity_mse_weight, image_kl_weight => image_kl_weight,
-             text_kl_weight => text_kl_weight, image_clip_range => image_clip_range, seed => seed,
-             text_aggregation => text_aggregation);
-        if self.no_train_text {
-            c.train_text = false;
-        }
-        if self.no_train_image {
-            c.train_image = false;
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -172,10 +111,11 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     let mut reward = reward::from_name(&a.reward)?;
     let model = Arc::new(a.rt.load()?);
     let mut cfg = match &a.resume {
-        Some(p) => Trainer::checkpoint_config(p)?,
-        None => TrainConfig::defaults(&model),
+        Some(p) => Trainer::checkpoint_config(p, model.manifest())?,
+        None => TrainConfig::defaults(&*model),
     };
-    a.flags.apply(&mut cfg);
+    a.flags.apply(&mut cfg)?;
+    cfg.validate()?;
     let per_step = a
         .prompts_per_step
         .unwrap_or(model.manifest().training.prompts_per_step)
@@ -190,7 +130,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             trainer.step_count()
         );
     }
-    let cfg_json = serde_json::json!({"train": cfg, "prompts_per_step": per_step, "prompts": a.prompts, "reward": a.reward});
+    let cfg_json = serde_json::json!({"train": cfg.to_json(), "prompts_per_step": per_step, "prompts": a.prompts, "reward": a.reward});
     eprintln!("training configuration: {cfg_json}");
     write_atomic(
         &a.out.join("config.json"),
@@ -238,7 +178,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         };
         match trainer.step(&refs, &mut rec, Some(&cancel), &mut Progress::none()) {
             Ok(s) => {
-                writeln!(metrics, "{}", serde_json::to_string(&s).expect("json"))
+                writeln!(metrics, "{}", s.to_json())
                     .map_err(|e| Error::io("write", &metrics_path, e))?;
                 bar.set_position(s.step);
                 bar.set_message(format!(
@@ -314,16 +254,8 @@ pub struct RolloutArgs {
     prompt: String,
     #[arg(long)]
     reward: String,
-    #[arg(long)]
-    group_size: Option<u32>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long)]
-    rollout_steps: Option<u32>,
-    #[arg(long)]
-    noise_level: Option<f32>,
-    #[arg(long)]
-    temperature: Option<f32>,
+    #[command(flatten)]
+    flags: TrainFlags,
     /// Output file (safetensors; format in docs/rollout-dump.md).
     #[arg(long)]
     dump: PathBuf,
@@ -335,45 +267,16 @@ fn f32_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
 
 pub fn rollout_cmd(a: RolloutArgs) -> Result<(), Error> {
     let mut reward = reward::from_name(&a.reward)?;
-    let model = a.rt.load()?;
-    let mut cfg = TrainConfig::defaults(&model);
-    if let Some(g) = a.group_size {
-        cfg.group_size = g;
-    }
-    if let Some(v) = a.rollout_steps {
-        cfg.num_steps = v;
-    }
-    if let Some(v) = a.noise_level {
-        cfg.noise_level = v;
-    }
-    if let Some(v) = a.temperature {
-        cfg.temperature = v;
-    }
+    let model = Arc::new(a.rt.load()?);
+    let mut cfg = TrainConfig::defaults(&*model);
+    a.flags.apply(&mut cfg)?;
     cfg.updates_per_step = 1;
-    cfg.validate()?;
+    // the trainer's first rollout: sample k uses derive_seed(seed, 0, k)
+    let mut trainer = Trainer::new(model.clone(), cfg.clone())?;
     let g = cfg.group_size as usize;
-    let seeds: Vec<u64> = (0..g as u64).map(|k| derive_seed(a.seed, 0, k)).collect();
-    let r = rollout(
-        &model,
-        &model.params,
-        &[a.prompt.as_str()],
-        &seeds,
-        &cfg,
-        None,
-        &mut Progress::none(),
-    )?;
-    let samples: Vec<Sample<'_>> = (0..g)
-        .map(|k| Sample {
-            prompt_index: 0,
-            sample_index: k as u32,
-            prompt: &r.prompts[0],
-            reasoning: &r.reasoning_text[k],
-            image: &r.images[k],
-        })
-        .collect();
-    let rewards = reward.score(&samples)?;
-    reward::check_rewards(&rewards, g)?;
-    let (adv, _) = group_advantages(&rewards, &r.prompt_of, cfg.global_std, cfg.advantage_clip);
+    let r = trainer.rollout(&[a.prompt.as_str()], None, &mut Progress::none())?;
+    let rewards = trainer.rewards(&r, reward.as_mut(), None, &mut Progress::none())?;
+    let (adv, _) = trainer.advantages(&r, &rewards);
     let shape = model.manifest().image.latent_shape.clone();
     let t = cfg.num_steps as usize;
     let l = r
@@ -456,12 +359,9 @@ pub fn rollout_cmd(a: RolloutArgs) -> Result<(), Error> {
             "reasoning".to_string(),
             serde_json::to_string(&r.reasoning_text).expect("json"),
         ),
-        ("seed".to_string(), a.seed.to_string()),
+        ("seed".to_string(), cfg.seed.to_string()),
         ("model".to_string(), model.manifest().name.clone()),
-        (
-            "config".to_string(),
-            serde_json::to_string(&cfg).expect("json"),
-        ),
+        ("config".to_string(), cfg.to_json().to_string()),
     ]);
     write_atomic(&a.dump, &serialize_typed(&tensors, meta)?)?;
     for k in 0..g {

@@ -2,16 +2,17 @@
 
 use std::ffi::{c_char, c_void, CString};
 
+use super::layout::{fields, Field};
 use super::{
-    check_not_in_callback, fields, guard, null_arg, progress_adapter, quiet, read_versioned,
-    str_arg, unbox, unigrpo_cancel_token, unigrpo_error, unigrpo_model,
+    check_not_in_callback, guard, init_sized, null_arg, progress_adapter, quiet, read_struct,
+    str_arg, str_array, unbox, unigrpo_cancel_token, unigrpo_error, unigrpo_model,
 };
-use crate::error::{Error, Result};
-use crate::generate::{generate_batch, GenerateParams};
-use crate::image::RgbImage;
-use crate::package::ParamSet;
-use crate::progress::Progress;
-use crate::Stage;
+use unigrpo::error::{Error, Result};
+use unigrpo::generate::{generate_batch, GenerateParams};
+use unigrpo::image::RgbImage;
+use unigrpo::package::ParamSet;
+use unigrpo::progress::Progress;
+use unigrpo::Stage;
 
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,7 @@ impl unigrpo_image {
             data: img.data.as_ptr(),
         }
     }
-    fn zeroed() -> Self {
+    pub(crate) fn zeroed() -> Self {
         unigrpo_image {
             width: 0,
             height: 0,
@@ -104,6 +105,29 @@ pub struct unigrpo_generate_params {
     pub progress_user_data: *mut c_void,
 }
 
+pub(crate) fn generate_fields() -> Vec<Field> {
+    fields!(unigrpo_generate_params: struct_size, seed, reasoning, max_reasoning_tokens, temperature, top_p,
+        top_k, num_steps, noise_level, progress, progress_user_data)
+}
+
+/// The C struct from the core's settings (0 where the C contract says "the model's default").
+fn to_c(g: &GenerateParams) -> unigrpo_generate_params {
+    unigrpo_generate_params {
+        struct_size: std::mem::size_of::<unigrpo_generate_params>() as u32,
+        seed: g.seed,
+        reasoning: g.reasoning,
+        max_reasoning_tokens: g.max_reasoning_tokens,
+        temperature: g.temperature,
+        top_p: g.top_p,
+        top_k: g.top_k,
+        num_steps: g.num_steps,
+        noise_level: g.noise_level,
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
+    }
+}
+
+/// The library's defaults (no model): 0 steps and tokens = the model's.
 fn library_generate_defaults() -> unigrpo_generate_params {
     unigrpo_generate_params {
         struct_size: std::mem::size_of::<unigrpo_generate_params>() as u32,
@@ -120,66 +144,71 @@ fn library_generate_defaults() -> unigrpo_generate_params {
     }
 }
 
-/// Set `struct_size` and every default: the model's when `m` is given, else the library's.
-/// `p` NULL does nothing.
+fn defaults_for(m: *const unigrpo_model) -> unigrpo_generate_params {
+    // SAFETY: a model handle from unigrpo_model_load, or NULL.
+    match unsafe { m.as_ref() } {
+        Some(m) => to_c(&GenerateParams::defaults(&*m.inner)),
+        None => library_generate_defaults(),
+    }
+}
+
+/// Version 1 initialiser (the layout is unchanged in version 2): `struct_size` and every
+/// default, the model's when `m` is given, else the library's. `p` NULL does nothing.
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_generate_params_init(
     m: *const unigrpo_model,
     p: *mut unigrpo_generate_params,
 ) {
-    quiet((), || {
-        let Some(p) = p.as_mut() else { return };
-        let mut d = library_generate_defaults();
-        if let Some(m) = m.as_ref() {
-            let g = GenerateParams::defaults(&m.inner);
-            d.max_reasoning_tokens = g.max_reasoning_tokens;
-            d.temperature = g.temperature;
-            d.top_p = g.top_p;
-            d.top_k = g.top_k;
-            d.num_steps = g.num_steps;
-            d.noise_level = g.noise_level;
-        }
-        *p = d;
+    // SAFETY: the host owns a whole struct at `p` (or NULL, ignored).
+    quiet((), || unsafe {
+        init_sized(
+            p,
+            defaults_for(m),
+            std::mem::size_of::<unigrpo_generate_params>(),
+        )
     })
+}
+
+/// Write `min(size, sizeof(unigrpo_generate_params))` bytes of defaults (the model's when `m`
+/// is given) and set `struct_size` to that. `p` NULL does nothing.
+#[no_mangle]
+pub unsafe extern "C" fn unigrpo_generate_params_init_sized(
+    m: *const unigrpo_model,
+    p: *mut unigrpo_generate_params,
+    size: usize,
+) {
+    // SAFETY: the host owns `size` writable bytes at `p` (or NULL, ignored).
+    quiet((), || unsafe { init_sized(p, defaults_for(m), size) })
 }
 
 pub(crate) unsafe fn read_generate_params(
     p: *const unigrpo_generate_params,
 ) -> Result<unigrpo_generate_params> {
-    match p.as_ref() {
-        None => Ok(library_generate_defaults()),
-        Some(p) => {
-            let f = fields!(unigrpo_generate_params: struct_size, seed, reasoning, max_reasoning_tokens, temperature, top_p,
-                top_k, num_steps, noise_level, progress, progress_user_data);
-            read_versioned(
-                p,
-                p.struct_size,
-                &f,
-                library_generate_defaults(),
-                "unigrpo_generate_params",
-            )
-        }
+    if p.is_null() {
+        return Ok(library_generate_defaults());
+    }
+    // SAFETY: a non-NULL versioned struct; read_struct reads only its struct_size bytes.
+    unsafe {
+        read_struct(
+            p,
+            library_generate_defaults(),
+            &generate_fields(),
+            "unigrpo_generate_params",
+        )
     }
 }
 
-fn to_core(model: &crate::Model, c: &unigrpo_generate_params) -> GenerateParams {
+fn to_core(model: &unigrpo::Model, c: &unigrpo_generate_params) -> GenerateParams {
     let d = GenerateParams::defaults(model);
+    let or = |v: u32, def: u32| if v == 0 { def } else { v };
     GenerateParams {
         seed: c.seed,
         reasoning: c.reasoning,
-        max_reasoning_tokens: if c.max_reasoning_tokens == 0 {
-            d.max_reasoning_tokens
-        } else {
-            c.max_reasoning_tokens
-        },
+        max_reasoning_tokens: or(c.max_reasoning_tokens, d.max_reasoning_tokens),
         temperature: c.temperature,
         top_p: c.top_p,
         top_k: c.top_k,
-        num_steps: if c.num_steps == 0 {
-            d.num_steps
-        } else {
-            c.num_steps
-        },
+        num_steps: or(c.num_steps, d.num_steps),
         noise_level: c.noise_level,
     }
 }
@@ -193,7 +222,7 @@ pub struct unigrpo_generation {
 /// Shared by model and trainer generation: `ids` are the objects whose callbacks refuse re-entry.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn generate_into(
-    model: &crate::Model,
+    model: &unigrpo::Model,
     params: &ParamSet,
     ids: Vec<usize>,
     prompts: &[&str],
@@ -201,13 +230,15 @@ pub(crate) unsafe fn generate_into(
     cancel: *const unigrpo_cancel_token,
     out: &mut [*mut unigrpo_generation],
 ) -> Result<()> {
-    let c = read_generate_params(p)?;
+    // SAFETY: a params struct argument, or NULL.
+    let c = unsafe { read_generate_params(p) }?;
     let core = to_core(model, &c);
     let seeds: Vec<u64> = (0..prompts.len() as u64)
         .map(|i| core.seed.wrapping_add(i))
         .collect();
     let mut cb = progress_adapter(c.progress, c.progress_user_data, ids);
-    let cancel = cancel.as_ref().map(|t| &t.0);
+    // SAFETY: a token handle from unigrpo_cancel_token_new, or NULL.
+    let cancel = unsafe { cancel.as_ref() }.map(|t| &t.0);
     let gens = generate_batch(
         model,
         params,
@@ -241,21 +272,28 @@ pub unsafe extern "C" fn unigrpo_generate(
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        *out = std::ptr::null_mut();
-        let m = m.as_ref().ok_or_else(|| null_arg("model"))?;
+        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: a model handle from unigrpo_model_load, or NULL.
+        let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
         check_not_in_callback(m.id(), "unigrpo_generate")?;
-        let prompt = str_arg(prompt, "prompt")?;
+        // SAFETY: a string argument.
+        let prompt = unsafe { str_arg(prompt, "prompt") }?;
         let mut one = [std::ptr::null_mut()];
-        generate_into(
-            &m.inner,
-            &m.inner.params,
-            vec![m.id()],
-            &[prompt],
-            p,
-            cancel,
-            &mut one,
-        )?;
-        *out = one[0];
+        // SAFETY: `p` and `cancel` are the host's arguments (checked inside).
+        unsafe {
+            generate_into(
+                &m.inner,
+                &m.inner.params,
+                vec![m.id()],
+                &[prompt],
+                p,
+                cancel,
+                &mut one,
+            )
+        }?;
+        // SAFETY: as above.
+        unsafe { *out = one[0] };
         Ok(())
     })
 }
@@ -275,30 +313,29 @@ pub unsafe extern "C" fn unigrpo_generate_batch(
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        let slots = std::slice::from_raw_parts_mut(out, n_prompts);
+        // SAFETY: the contract: `out` points to `n_prompts` writable handles.
+        let slots = unsafe { std::slice::from_raw_parts_mut(out, n_prompts) };
         slots.iter_mut().for_each(|s| *s = std::ptr::null_mut());
-        let m = m.as_ref().ok_or_else(|| null_arg("model"))?;
+        // SAFETY: a model handle from unigrpo_model_load, or NULL.
+        let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
         check_not_in_callback(m.id(), "unigrpo_generate_batch")?;
-        if prompts.is_null() {
-            return Err(null_arg("prompts"));
-        }
         if n_prompts == 0 {
             return Err(Error::invalid("n_prompts is 0"));
         }
-        let ps = std::slice::from_raw_parts(prompts, n_prompts)
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| str_arg(s, &format!("prompts[{i}]")))
-            .collect::<Result<Vec<_>>>()?;
-        generate_into(
-            &m.inner,
-            &m.inner.params,
-            vec![m.id()],
-            &ps,
-            p,
-            cancel,
-            slots,
-        )
+        // SAFETY: the contract: `prompts` points to `n_prompts` strings.
+        let ps = unsafe { str_array(prompts, n_prompts, "prompts") }?;
+        // SAFETY: `p` and `cancel` are the host's arguments (checked inside).
+        unsafe {
+            generate_into(
+                &m.inner,
+                &m.inner.params,
+                vec![m.id()],
+                &ps,
+                p,
+                cancel,
+                slots,
+            )
+        }
     })
 }
 
@@ -308,7 +345,8 @@ pub unsafe extern "C" fn unigrpo_generation_reasoning(
     g: *const unigrpo_generation,
 ) -> *const c_char {
     quiet(c"".as_ptr(), || {
-        g.as_ref().map_or(c"".as_ptr(), |g| g.reasoning.as_ptr())
+        // SAFETY: a generation handle, or NULL.
+        unsafe { g.as_ref() }.map_or(c"".as_ptr(), |g| g.reasoning.as_ptr())
     })
 }
 
@@ -316,8 +354,8 @@ pub unsafe extern "C" fn unigrpo_generation_reasoning(
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_generation_image(g: *const unigrpo_generation) -> unigrpo_image {
     quiet(unigrpo_image::zeroed(), || {
-        g.as_ref()
-            .map_or(unigrpo_image::zeroed(), |g| unigrpo_image::of(&g.image))
+        // SAFETY: a generation handle, or NULL.
+        unsafe { g.as_ref() }.map_or(unigrpo_image::zeroed(), |g| unigrpo_image::of(&g.image))
     })
 }
 
@@ -328,8 +366,10 @@ pub unsafe extern "C" fn unigrpo_image_save_png(
     path: *const c_char,
 ) -> *mut unigrpo_error {
     guard(|| {
-        let img = img.as_ref().ok_or_else(|| null_arg("img"))?;
-        let path = str_arg(path, "path")?;
+        // SAFETY: an image struct argument (frozen layout), or NULL.
+        let img = unsafe { img.as_ref() }.ok_or_else(|| null_arg("img"))?;
+        // SAFETY: a string argument.
+        let path = unsafe { str_arg(path, "path") }?;
         if img.data.is_null() {
             return Err(null_arg("img->data"));
         }
@@ -340,7 +380,8 @@ pub unsafe extern "C" fn unigrpo_image_save_png(
             )));
         }
         let n = img.width as usize * img.height as usize * 3;
-        let data = std::slice::from_raw_parts(img.data, n).to_vec();
+        // SAFETY: the contract: `data` holds width * height * 3 bytes.
+        let data = unsafe { std::slice::from_raw_parts(img.data, n) }.to_vec();
         RgbImage::new(img.width, img.height, data).save_png(std::path::Path::new(path))
     })
 }
@@ -348,5 +389,6 @@ pub unsafe extern "C" fn unigrpo_image_save_png(
 /// Free a generation; NULL does nothing.
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_generation_free(g: *mut unigrpo_generation) {
-    quiet((), || unbox(g))
+    // SAFETY: a generation handle, or NULL; the host gives up ownership.
+    quiet((), || unsafe { unbox(g) })
 }

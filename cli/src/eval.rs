@@ -111,7 +111,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         )));
     }
     let model = a.rt.load()?;
-    let p = a.sampling.params(&model);
+    let p = a.sampling.params(&model)?;
     let items: Vec<(usize, u64)> = (0..prompts.len())
         .flat_map(|i| (0..a.samples as u64).map(move |j| (i, j)))
         .map(|(i, j)| (i, derive_seed(p.seed, i as u64, j)))

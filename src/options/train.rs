@@ -1,0 +1,199 @@
+//! The training options: `TrainConfig`, `unigrpo_train_params` and `unigrpo train`'s flags.
+
+use super::{option_struct, Kind, OptionType, Range, Value};
+use crate::error::{Error, Result};
+use crate::package::Manifest;
+
+/// Normaliser of the text GRPO loss over an optimiser step's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TextAggregation {
+    /// Sum over every reasoning token of the share divided by their number (TRL's default).
+    #[default]
+    Dapo,
+    /// Per-sequence mean of the token terms, then the mean over the share's samples
+    /// (DeepSeekMath): every sequence weighs the same whatever its length.
+    Grpo,
+}
+
+impl TextAggregation {
+    pub const NAMES: &'static [&'static str] = &["dapo", "grpo"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+    /// By C value (0 = dapo, 1 = grpo).
+    pub fn from_index(i: u32) -> Option<TextAggregation> {
+        match i {
+            0 => Some(TextAggregation::Dapo),
+            1 => Some(TextAggregation::Grpo),
+            _ => None,
+        }
+    }
+}
+
+impl TextAggregation {
+    // the normalisers of algorithm.md section 4
+    /// The weight of each token of sample `i`, given the token counts of the share's samples.
+    pub fn token_weights(self, lengths: &[usize]) -> Vec<f64> {
+        match self {
+            TextAggregation::Dapo => {
+                let n: usize = lengths.iter().sum();
+                vec![if n == 0 { 0.0 } else { 1.0 / n as f64 }; lengths.len()]
+            }
+            TextAggregation::Grpo => {
+                let m = lengths.iter().filter(|&&l| l > 0).count().max(1) as f64;
+                lengths
+                    .iter()
+                    .map(|&l| if l == 0 { 0.0 } else { 1.0 / (l as f64 * m) })
+                    .collect()
+            }
+        }
+    }
+}
+
+impl OptionType for TextAggregation {
+    const KIND: Kind = Kind::Choice(TextAggregation::NAMES);
+    fn to_value(self) -> Value {
+        Value::Choice(self.name())
+    }
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::Choice(s) => Self::NAMES
+                .iter()
+                .position(|n| *n == s)
+                .and_then(|i| Self::from_index(i as u32)),
+            _ => None,
+        }
+    }
+}
+
+option_struct! {
+    /// Everything a trainer is configured with (`unigrpo_train_params`).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct TrainConfig, table TRAIN_OPTIONS, defaults from Manifest {
+        /// Samples per prompt (the group of group-relative advantages).
+        group_size: u32 { ord: 1, flag: "group-size", default: |m: &Manifest| m.training.group_size,
+            range: Range::closed(2.0, 65536.0), legacy: None }
+        /// Optimiser steps per rollout batch (k; the clip acts from the second).
+        updates_per_step: u32 { ord: 2, flag: "updates-per-step", default: |m: &Manifest| m.training.updates_per_step,
+            range: Range::closed(1.0, 65536.0), legacy: None }
+        /// Samples per VJP call; 0 = all of an update's share.
+        micro_batch_size: u32 { ord: 3, flag: "micro-batch", default: |_: &Manifest| 0,
+            range: Range::at_least(0.0), legacy: None }
+        /// AdamW learning rate (the shared parameter group's; the default of the other two).
+        learning_rate: f32 { ord: 4, flag: "lr", default: |m: &Manifest| m.training.learning_rate,
+            range: Range::above(0.0), legacy: None }
+        /// AdamW decoupled weight decay.
+        weight_decay: f32 { ord: 5, flag: "weight-decay", default: |m: &Manifest| m.training.weight_decay,
+            range: Range::at_least(0.0), legacy: None }
+        /// Global gradient-norm clip before AdamW (0 = off).
+        max_grad_norm: f32 { ord: 6, flag: "max-grad-norm", default: |m: &Manifest| m.training.max_grad_norm,
+            range: Range::at_least(0.0), legacy: None }
+        /// Advantage std over the whole step instead of the group.
+        global_std: bool { ord: 7, flag: "global-std", default: |_: &Manifest| false,
+            range: Range::any(), legacy: None }
+        /// |A| clip of the advantages.
+        advantage_clip: f32 { ord: 8, flag: "advantage-clip", default: |m: &Manifest| m.training.advantage_clip,
+            range: Range::above(0.0), legacy: None }
+        /// Text ratio clip range eps_txt.
+        text_clip_range: f32 { ord: 9, flag: "text-clip-range", default: |m: &Manifest| m.training.text_clip_range,
+            range: Range::at_least(0.0), legacy: None }
+        /// Image (per denoising step) ratio clip range eps_img.
+        image_clip_range: f32 { ord: 10, flag: "image-clip-range", default: |m: &Manifest| m.training.image_clip_range,
+            range: Range::at_least(0.0), legacy: None }
+        /// Weight lambda_v of the velocity-MSE penalty against the reference model.
+        velocity_mse_weight: f32 { ord: 11, flag: "velocity-mse-weight", default: |m: &Manifest| m.training.velocity_mse_weight,
+            range: Range::at_least(0.0), legacy: None }
+        /// Weight beta_txt of the text k3 KL against the reference model.
+        text_kl_weight: f32 { ord: 12, flag: "text-kl-weight", default: |_: &Manifest| 0.0,
+            range: Range::at_least(0.0), legacy: None }
+        /// Weight beta_img of FlowGRPO's latent KL (for ablations).
+        image_kl_weight: f32 { ord: 13, flag: "image-kl-weight", default: |_: &Manifest| 0.0,
+            range: Range::at_least(0.0), legacy: None }
+        /// Train the reasoning (text GRPO).
+        train_text: bool { ord: 14, flag: "train-text", default: |_: &Manifest| true,
+            range: Range::any(), legacy: None }
+        /// Train the denoising (FlowGRPO).
+        train_image: bool { ord: 15, flag: "train-image", default: |_: &Manifest| true,
+            range: Range::any(), legacy: None }
+        /// Rollout denoising steps T.
+        num_steps: u32 { ord: 16, flag: "rollout-steps", default: |m: &Manifest| m.training.rollout_steps,
+            range: Range::closed(1.0, 1000.0), legacy: None }
+        /// SDE noise level a of the rollouts (> 0).
+        noise_level: f32 { ord: 17, flag: "noise-level", default: |m: &Manifest| m.training.noise_level,
+            range: Range::open_closed(0.0, 10.0), legacy: None }
+        /// Fraction f of the denoising steps trained (the first floor(f T)).
+        train_timestep_fraction: f32 { ord: 18, flag: "timestep-fraction", default: |m: &Manifest| m.training.train_timestep_fraction,
+            range: Range::open_closed(0.0, 1.0), legacy: None }
+        /// Longest reasoning of a rollout, in tokens.
+        max_reasoning_tokens: u32 { ord: 19, flag: "max-reasoning-tokens", default: |m: &Manifest| m.generation.max_reasoning_tokens,
+            range: Range::closed(1.0, 65536.0), legacy: None }
+        /// Reasoning sampling temperature of the rollouts (> 0; top-k and top-p are off).
+        temperature: f32 { ord: 20, flag: "temperature", default: |m: &Manifest| m.training.temperature,
+            range: Range::open_closed(0.0, 100.0), legacy: None }
+        /// Seed of every random draw of the trainer (0 is a seed like any other).
+        seed: u64 { ord: 21, flag: "seed", default: |_: &Manifest| 0,
+            range: Range::any(), legacy: None }
+        /// Learning rate of the text-only parameter group; 0 = learning_rate.
+        text_learning_rate: f32 { ord: 24, flag: "text-lr", default: |_: &Manifest| 0.0,
+            range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+        /// Learning rate of the image-only parameter group; 0 = learning_rate.
+        image_learning_rate: f32 { ord: 25, flag: "image-lr", default: |_: &Manifest| 0.0,
+            range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+        /// Normaliser of the text loss: dapo (over the update's tokens) or grpo (per sequence).
+        text_aggregation: TextAggregation { ord: 26, flag: "text-aggregation", default: |_: &Manifest| TextAggregation::Dapo,
+            range: Range::any(), legacy: Some(Value::Choice("dapo")) }
+        /// Largest allowed |recomputed - rollout| token log-prob at the first update (a larger
+        /// drift fails the step: the rollout and the update disagree).
+        max_text_drift: f32 { ord: 27, flag: "max-text-drift", default: |_: &Manifest| 1e-4,
+            range: Range::above(0.0), legacy: Some(Value::F32(1e-4)) }
+        /// Largest allowed |recomputed - rollout| denoising-step log-prob at the first update;
+        /// 0 = min(1e-5, 0.1 x image_clip_range).
+        max_image_drift: f32 { ord: 28, flag: "max-image-drift", default: |_: &Manifest| 0.0,
+            range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+    }
+}
+
+impl TrainConfig {
+    /// Number of trained denoising steps: the first floor(f T), at least 1.
+    pub fn trained_steps(&self) -> usize {
+        ((self.train_timestep_fraction as f64 * self.num_steps as f64).floor() as usize)
+            .clamp(1, self.num_steps as usize)
+    }
+
+    /// The image drift bound in use (`max_image_drift`, or its automatic value).
+    pub fn image_drift_bound(&self) -> f64 {
+        if self.max_image_drift > 0.0 {
+            self.max_image_drift as f64
+        } else {
+            (1e-5f64).min(0.1 * self.image_clip_range as f64)
+        }
+    }
+
+    /// The learning rates of the (shared, text, image) parameter groups.
+    pub fn group_learning_rates(&self) -> [f32; 3] {
+        let or = |v: f32| if v > 0.0 { v } else { self.learning_rate };
+        [
+            self.learning_rate,
+            or(self.text_learning_rate),
+            or(self.image_learning_rate),
+        ]
+    }
+
+    /// Ranges from the table, then the rules that tie options together.
+    pub fn validate(&self) -> Result<()> {
+        super::check_ranges(TRAIN_OPTIONS, |n| self.get(n), "training option")?;
+        if self.updates_per_step > self.group_size {
+            return Err(Error::invalid(format!(
+                "updates_per_step must be in 1..=group_size ({}), got {}",
+                self.group_size, self.updates_per_step
+            )));
+        }
+        if !self.train_text && !self.train_image {
+            return Err(Error::invalid(
+                "train_text and train_image are both off: nothing to train",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Which samples an optimiser step sees, and how it splits them into VJP calls.
+
+/// The share of optimiser step `u` of `k`: the rewarded samples at positions u, u + k, ...
+/// (groups are contiguous, so with k <= group size every group is represented in every share).
+pub fn update_share(rewards: &[f32], k: usize, u: usize) -> Vec<usize> {
+    (0..rewards.len())
+        .filter(|&i| i % k == u && !rewards[i].is_nan())
+        .collect()
+}
+
+/// Consecutive micro-batches of at most `micro` samples (0 = one batch of all).
+pub fn micro_batches(samples: &[usize], micro: u32) -> Vec<&[usize]> {
+    let m = if micro == 0 {
+        samples.len().max(1)
+    } else {
+        micro as usize
+    };
+    samples.chunks(m).collect()
+}
+
+/// The (sample, step) rows of a micro-batch for the velocity graphs: every trained step of each
+/// sample, sample-major.
+pub fn image_rows(samples: &[usize], steps: usize) -> Vec<(usize, usize)> {
+    samples
+        .iter()
+        .flat_map(|&i| (0..steps).map(move |j| (i, j)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_interleave_and_skip_unrewarded_samples() {
+        let r = [0.1, f32::NAN, 0.3, 0.4, 0.5, 0.6];
+        assert_eq!(update_share(&r, 2, 0), vec![0, 2, 4]);
+        assert_eq!(update_share(&r, 2, 1), vec![3, 5]);
+        assert_eq!(update_share(&r, 1, 0), vec![0, 2, 3, 4, 5]);
+        // every sample is in exactly one share
+        let mut all: Vec<usize> = (0..3).flat_map(|u| update_share(&r, 3, u)).collect();
+        all.sort();
+        assert_eq!(all, vec![0, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn micro_batches_cover_the_share_in_order() {
+        let s = [4, 7, 9, 10, 12];
+        assert_eq!(micro_batches(&s, 2), vec![&[4, 7][..], &[9, 10], &[12]]);
+        assert_eq!(micro_batches(&s, 0), vec![&s[..]]);
+        assert_eq!(micro_batches(&s, 9), vec![&s[..]]);
+        assert_eq!(micro_batches(&[], 0).len(), 0);
+    }
+
+    #[test]
+    fn image_rows_are_sample_major() {
+        assert_eq!(image_rows(&[3, 5], 2), vec![(3, 0), (3, 1), (5, 0), (5, 1)]);
+    }
+}
