@@ -1,6 +1,6 @@
 //! One trainer configuration's step time, for the thread A/B of `scripts/bench-threads.sh`:
 //! 4 prompts x the model's group size with its training defaults, one warm-up step, then
-//! UNIGRPO_BENCH_STEPS steps (default 4); prints `step_ms median=... min=... max=...`.
+//! UNIGRPO_BENCH_STEPS steps (default 4); prints `step_ms median=... mean=... min=... max=...`.
 //! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default), UNIGRPO_BENCH_SPIN=1.
 
 use std::path::PathBuf;
@@ -46,9 +46,10 @@ fn main() {
     };
     step();
     let mut ms: Vec<f64> = (0..env("UNIGRPO_BENCH_STEPS", 4)).map(|_| step()).collect();
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
     ms.sort_by(f64::total_cmp);
     println!(
-        "step_ms median={:.0} min={:.0} max={:.0}",
+        "step_ms median={:.0} mean={mean:.0} min={:.0} max={:.0}",
         ms[ms.len() / 2],
         ms[0],
         ms[ms.len() - 1]

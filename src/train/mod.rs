@@ -1,7 +1,8 @@
 //! UniGRPO fine-tuning: rollouts, host rewards, group-relative advantages, GRPO on the reasoning
 //! tokens and FlowGRPO (no CFG, velocity-MSE regulariser) on the denoising steps.
 //!
-//! - `trainer`: the phases (rollout, rewards, gradients, apply, commit) and `step`, their composition
+//! - `trainer`: the trainer, the rollout and reward phases, and `step`, the phases' composition
+//! - `update`: the update phase (begin, gradients and apply per optimiser step, commit)
 //! - `rollout`: what a rollout draws and keeps
 //! - `objective`: the loss terms of a share (`text`, `image`), micro-batches and shares (`batch`)
 //! - `losses`: each formula of algorithm.md and its derivative; `advantages`; `adamw` (groups)
@@ -15,12 +16,14 @@ pub mod losses;
 pub mod objective;
 pub mod rollout;
 mod trainer;
+mod update;
 
 pub use checkpoint::{serialize_typed, write_atomic};
 pub use collective::{Collective, Local};
 pub use objective::{Grads, Policies, Terms};
 pub use rollout::Rollout;
-pub use trainer::{Trainer, Update};
+pub use trainer::Trainer;
+pub use update::Update;
 
 pub use crate::options::{StepStats, TextAggregation, TrainConfig};
 

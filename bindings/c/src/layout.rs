@@ -101,7 +101,7 @@ mod tests {
     fn train_params_agree_with_the_option_table() {
         agrees::<crate::unigrpo_train_params>(
             "unigrpo_train_params",
-            &crate::trainer::train_fields(),
+            &crate::train_params::train_fields(),
             TRAIN_OPTIONS,
             &["progress", "progress_user_data"],
         );
@@ -121,7 +121,7 @@ mod tests {
     fn step_stats_agree_with_the_stats_table() {
         agrees::<crate::unigrpo_step_stats>(
             "unigrpo_step_stats",
-            &crate::trainer::stats_fields(),
+            &crate::stats::stats_fields(),
             STEP_STATS,
             &[],
         );
@@ -132,7 +132,7 @@ mod tests {
         // the layouts version 1 hosts were compiled against (x86-64 / aarch64 LP64)
         assert_eq!(
             size_through::<crate::unigrpo_train_params>(
-                &crate::trainer::train_fields(),
+                &crate::train_params::train_fields(),
                 "progress_user_data"
             ),
             104
@@ -146,7 +146,7 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<crate::unigrpo_generate_params>(), 64);
         assert_eq!(
-            size_through::<crate::unigrpo_step_stats>(&crate::trainer::stats_fields(), "seconds"),
+            size_through::<crate::unigrpo_step_stats>(&crate::stats::stats_fields(), "seconds"),
             80
         );
     }

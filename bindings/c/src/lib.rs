@@ -13,6 +13,8 @@ mod layout;
 mod log;
 mod model;
 mod rollout;
+mod stats;
+mod train_params;
 mod trainer;
 
 pub use cancel::*;
@@ -22,6 +24,8 @@ pub use generate::*;
 pub use log::*;
 pub use model::*;
 pub use rollout::*;
+pub use stats::*;
+pub use train_params::*;
 pub use trainer::*;
 
 use std::cell::RefCell;

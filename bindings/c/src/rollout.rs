@@ -3,7 +3,8 @@
 
 use std::ffi::{c_char, CString};
 
-use super::trainer::{stats_size, trainer_mut, write_stats};
+use super::stats::{stats_size, write_stats};
+use super::trainer::trainer_mut;
 use super::{
     boxed, guard, null_arg, quiet, str_array, unbox, unigrpo_cancel_token, unigrpo_error,
     unigrpo_image, unigrpo_sample, unigrpo_step_stats, unigrpo_trainer,
