@@ -192,13 +192,7 @@ fn valgrind_small_generation() {
     );
 }
 
-/// `make install PREFIX=...`: the pkg-config line compiles a program that finds ONNX Runtime
-/// beside the installed library.
-#[test]
-fn make_install_and_pkg_config() {
-    let _ = lib_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("prefix");
+fn make_install(prefix: &Path) {
     let o = Command::new("make")
         .arg("install")
         .arg(format!("PREFIX={}", prefix.display()))
@@ -206,6 +200,16 @@ fn make_install_and_pkg_config() {
         .output()
         .expect("make");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `make install PREFIX=...`: the pkg-config line compiles a program that finds ONNX Runtime
+/// beside the installed library.
+#[test]
+fn make_install_and_pkg_config() {
+    let _ = lib_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    make_install(&prefix);
     let pc = Command::new("pkg-config")
         .args(["--cflags", "--libs", "unigrpo"])
         .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
@@ -279,13 +283,7 @@ fn cmake_find_package_builds_an_example() {
     let _ = lib_dir();
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("prefix");
-    let o = Command::new("make")
-        .arg("install")
-        .arg(format!("PREFIX={}", prefix.display()))
-        .current_dir(common::root())
-        .output()
-        .expect("make");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    make_install(&prefix);
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(

@@ -83,6 +83,33 @@ impl TextNet {
         self.graphs().iter().any(|(_, g)| g.input(name).is_some())
     }
 
+    /// The decode graph's inputs: parameters, the new tokens, the cached tokens' mask, the cache.
+    fn decode_inputs<'a>(
+        &'a self,
+        params: &'a ParamSet,
+        (ids, mask, positions): (&'a Array2<i64>, &'a Array2<i64>, &'a Array2<i64>),
+        past_mask: &'a Array2<i64>,
+        cache: &'a [ArrayD<f32>],
+    ) -> Vec<(&'a str, TensorView<'a>)> {
+        let mut inputs = feed(
+            &self.decode,
+            params,
+            [
+                ("input_ids", TensorView::I64(ids.view().into_dyn())),
+                (
+                    "past_attention_mask",
+                    TensorView::I64(past_mask.view().into_dyn()),
+                ),
+                ("attention_mask", TensorView::I64(mask.view().into_dyn())),
+                ("position_ids", TensorView::I64(positions.view().into_dyn())),
+            ],
+        );
+        for (n, a) in self.past.iter().zip(cache) {
+            inputs.push((n.as_str(), TensorView::F32(a.view())));
+        }
+        inputs
+    }
+
     /// An empty cache for a batch of `b` rows.
     pub fn empty_cache(&self, b: usize) -> Vec<ArrayD<f32>> {
         let (h, dh) = (self.spec.num_heads, self.spec.head_dim);
@@ -102,22 +129,7 @@ impl TextNet {
         cancel: Option<&CancelToken>,
     ) -> Result<DecodeOut> {
         let (ids, mask, positions) = (new.ids, new.mask, new.positions);
-        let mut inputs = feed(
-            &self.decode,
-            params,
-            [
-                ("input_ids", TensorView::I64(ids.view().into_dyn())),
-                (
-                    "past_attention_mask",
-                    TensorView::I64(past_mask.view().into_dyn()),
-                ),
-                ("attention_mask", TensorView::I64(mask.view().into_dyn())),
-                ("position_ids", TensorView::I64(positions.view().into_dyn())),
-            ],
-        );
-        for (n, a) in self.past.iter().zip(cache) {
-            inputs.push((n.as_str(), TensorView::F32(a.view())));
-        }
+        let inputs = self.decode_inputs(params, (ids, mask, positions), past_mask, cache);
         let mut want: Vec<&str> = vec!["logits"];
         want.extend(self.present.iter().map(String::as_str));
         let mut res = self.decode.run(&inputs, &want, cancel)?;
@@ -142,22 +154,7 @@ impl TextNet {
         let b = ids.nrows();
         let empty = self.empty_cache(b);
         let past_mask = Array2::<i64>::zeros((b, 0));
-        let mut inputs = feed(
-            &self.decode,
-            params,
-            [
-                ("input_ids", TensorView::I64(ids.view().into_dyn())),
-                (
-                    "past_attention_mask",
-                    TensorView::I64(past_mask.view().into_dyn()),
-                ),
-                ("attention_mask", TensorView::I64(mask.view().into_dyn())),
-                ("position_ids", TensorView::I64(positions.view().into_dyn())),
-            ],
-        );
-        for (n, a) in self.past.iter().zip(&empty) {
-            inputs.push((n.as_str(), TensorView::F32(a.view())));
-        }
+        let inputs = self.decode_inputs(params, (ids, mask, positions), &past_mask, &empty);
         self.decode.run(&inputs, outputs, cancel)
     }
 

@@ -258,6 +258,27 @@ pub(crate) unsafe fn generate_into(
     Ok(())
 }
 
+/// One prompt (a string argument) into the non-NULL out-parameter `out`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn generate_one(
+    model: &unigrpo::Model,
+    params: &ParamSet,
+    ids: Vec<usize>,
+    prompt: *const c_char,
+    p: *const unigrpo_generate_params,
+    cancel: *const unigrpo_cancel_token,
+    out: *mut *mut unigrpo_generation,
+) -> Result<()> {
+    // SAFETY: a string argument.
+    let prompt = unsafe { str_arg(prompt, "prompt") }?;
+    let mut one = [std::ptr::null_mut()];
+    // SAFETY: `p` and `cancel` are the host's arguments (checked inside).
+    unsafe { generate_into(model, params, ids, &[prompt], p, cancel, &mut one) }?;
+    // SAFETY: `out` is a non-NULL out-parameter owned by the host.
+    unsafe { *out = one[0] };
+    Ok(())
+}
+
 /// Reason about `prompt`, then draw it. `p` and `cancel` may be NULL. `*out` is set to NULL
 /// first, written on success; free with `unigrpo_generation_free`. Thread-safe on one model.
 #[no_mangle]
@@ -277,24 +298,18 @@ pub unsafe extern "C" fn unigrpo_generate(
         // SAFETY: a model handle from unigrpo_model_load, or NULL.
         let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
         check_not_in_callback(m.id(), "unigrpo_generate")?;
-        // SAFETY: a string argument.
-        let prompt = unsafe { str_arg(prompt, "prompt") }?;
-        let mut one = [std::ptr::null_mut()];
-        // SAFETY: `p` and `cancel` are the host's arguments (checked inside).
+        // SAFETY: the host's arguments (checked inside); `out` is non-NULL.
         unsafe {
-            generate_into(
+            generate_one(
                 &m.inner,
                 &m.inner.params,
                 vec![m.id()],
-                &[prompt],
+                prompt,
                 p,
                 cancel,
-                &mut one,
+                out,
             )
-        }?;
-        // SAFETY: as above.
-        unsafe { *out = one[0] };
-        Ok(())
+        }
     })
 }
 

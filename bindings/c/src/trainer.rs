@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::stats::{stats_size, unigrpo_step_stats, write_stats};
 use super::train_params::{to_c, to_config, train_fields, unigrpo_train_params};
 use super::{
-    boxed, check_not_in_callback, generate_into, guard, null_arg, progress_adapter, quiet,
+    boxed, check_not_in_callback, generate_one, guard, null_arg, progress_adapter, quiet,
     read_struct, str_arg, str_array, unbox, unigrpo_cancel_token, unigrpo_error,
     unigrpo_generate_params, unigrpo_generation, unigrpo_image, unigrpo_model, unigrpo_progress_fn,
     CallbackScope,
@@ -232,24 +232,18 @@ pub unsafe extern "C" fn unigrpo_trainer_generate(
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: the handle argument.
         let t = unsafe { trainer_ref(t, "unigrpo_trainer_generate") }?;
-        // SAFETY: a string argument.
-        let prompt = unsafe { str_arg(prompt, "prompt") }?;
-        let mut one = [std::ptr::null_mut()];
-        // SAFETY: `p` and `cancel` are the host's arguments (checked inside).
+        // SAFETY: the host's arguments (checked inside); `out` is non-NULL.
         unsafe {
-            generate_into(
+            generate_one(
                 t.inner.model(),
                 t.inner.params(),
                 t.ids(),
-                &[prompt],
+                prompt,
                 p,
                 cancel,
-                &mut one,
+                out,
             )
-        }?;
-        // SAFETY: as above.
-        unsafe { *out = one[0] };
-        Ok(())
+        }
     })
 }
 
