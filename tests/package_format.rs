@@ -214,3 +214,53 @@ fn corrupt_manifest_and_tokenizer() {
         "{e}"
     );
 }
+
+/// The validation split (models/unigrpo_export/make_val_split.py): the files agree with
+/// splits.json; val.txt and rl_train.txt partition train.txt; val.txt shares nothing with the
+/// test list and has its kind mix.
+#[test]
+fn validation_split_agrees_with_its_record() {
+    let dir = shapes_dir().join("prompts");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("splits.json")).unwrap()).unwrap();
+    let lines = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    for (name, entry) in rec["files"].as_object().unwrap() {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(
+            format!("{:x}", Sha256::digest(&bytes)),
+            entry["sha256"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            lines(name).len() as u64,
+            entry["lines"].as_u64().unwrap(),
+            "{name}"
+        );
+    }
+    let (train, val, rl, test) = (
+        lines("train.txt"),
+        lines("val.txt"),
+        lines("rl_train.txt"),
+        lines("test.txt"),
+    );
+    let set = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    assert!(set(&val).is_disjoint(&set(&rl)));
+    assert!(set(&val).is_disjoint(&set(&test)));
+    let mut union: Vec<String> = val.iter().chain(&rl).cloned().collect();
+    union.sort();
+    let mut t = train.clone();
+    t.sort();
+    assert_eq!(union, t);
+    // rl_train keeps train.txt's order
+    let rl_set = set(&rl);
+    let ordered: Vec<&String> = train.iter().filter(|p| rl_set.contains(*p)).collect();
+    assert!(ordered.iter().zip(&rl).all(|(a, b)| *a == b));
+    assert_eq!(rec["kinds"]["val"], rec["kinds"]["test"]);
+    assert_eq!(val.len(), test.len());
+}
