@@ -433,6 +433,11 @@ typedef struct unigrpo_train_params {
    image_clip_range).
    */
   float max_image_drift;
+  /*
+   Version 2. Every sample of a group starts from the same initial noise (DanceGRPO); SDE
+   noise and reasoning stay per sample. Default false.
+   */
+  bool shared_initial_noise;
 } unigrpo_train_params;
 
 /*

@@ -95,11 +95,13 @@ pub fn build_conditioning(
 }
 
 /// Denoise a batch from its noise streams. `noise_level` 0 = Euler ODE, else SDE (log-probs kept).
+/// The initial latents are `x0` when given, else each row's first draw from its noise stream.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise(
     model: &Model,
     params: &ParamSet,
     cond: &Conditioning,
+    x0: Option<ArrayD<f32>>,
     noise_rngs: &mut [ChaCha8Rng],
     grid: &[f64],
     noise_level: f64,
@@ -110,13 +112,10 @@ pub fn denoise(
     let shape = &model.image.latent_shape;
     let d: usize = shape.iter().product();
     let b = noise_rngs.len();
-    let mut x = ArrayD::<f32>::zeros(IxDyn(&[b, shape[0], shape[1], shape[2]]));
-    {
-        let flat = x.as_slice_mut().expect("contiguous");
-        for (i, r) in noise_rngs.iter_mut().enumerate() {
-            rng::fill_normal(r, &mut flat[i * d..(i + 1) * d]);
-        }
-    }
+    let mut x = match x0 {
+        Some(x0) => x0,
+        None => initial_latents(&[b, shape[0], shape[1], shape[2]], noise_rngs),
+    };
     let steps = grid.len() - 1;
     let t1 = grid.get(1).copied().unwrap_or(0.0);
     let mut traj = keep_trajectory.then(|| Trajectory {
@@ -176,13 +175,28 @@ pub fn denoise(
     Ok((x, traj))
 }
 
+/// Latents [B, C, H, W] of standard normal draws, row i from `rngs[i]`.
+pub fn initial_latents(shape: &[usize], rngs: &mut [ChaCha8Rng]) -> ArrayD<f32> {
+    let mut x = ArrayD::<f32>::zeros(IxDyn(shape));
+    let d: usize = shape[1..].iter().product();
+    let flat = x.as_slice_mut().expect("contiguous");
+    for (i, r) in rngs.iter_mut().enumerate() {
+        rng::fill_normal(r, &mut flat[i * d..(i + 1) * d]);
+    }
+    x
+}
+
 /// Denoise one sample per seed (noise from each seed's noise stream) on the model's shifted grid.
+/// With `initial_seeds`, sample i starts from the first draw of `initial_seeds[i]`'s noise stream
+/// instead (samples that share a seed share their initial noise); its own stream then drives the
+/// SDE steps only.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise_seeded(
     model: &Model,
     params: &ParamSet,
     cond: &Conditioning,
     seeds: &[u64],
+    initial_seeds: Option<&[u64]>,
     steps: u32,
     noise_level: f64,
     keep_trajectory: bool,
@@ -194,10 +208,19 @@ pub fn denoise_seeded(
         .map(|&s| rng::stream(s, rng::STREAM_NOISE))
         .collect();
     let grid = sampler::timestep_grid(steps as usize, model.manifest().sampler.shift);
+    let x0 = initial_seeds.map(|s| {
+        let shape = &model.image.latent_shape;
+        let mut r: Vec<_> = s
+            .iter()
+            .map(|&s| rng::stream(s, rng::STREAM_NOISE))
+            .collect();
+        initial_latents(&[s.len(), shape[0], shape[1], shape[2]], &mut r)
+    });
     denoise(
         model,
         params,
         cond,
+        x0,
         &mut noise,
         &grid,
         noise_level,
@@ -288,6 +311,7 @@ pub fn generate_batch(
         params,
         &cond,
         seeds,
+        None,
         p.num_steps,
         p.noise_level as f64,
         false,

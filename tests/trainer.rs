@@ -685,3 +685,21 @@ fn option_table_round_trips_and_legacy_values() {
     bad.as_object_mut().unwrap().remove("group_size");
     assert!(TrainConfig::from_json(&bad, TrainConfig::defaults(&*model), "test").is_err());
 }
+
+/// Group-shared initial noise: with the option, a group's samples start from one latent (and
+/// still differ after the SDE steps); groups differ; without it every sample has its own.
+#[test]
+fn shared_initial_noise_is_shared_within_groups_only() {
+    let model = Arc::new(load(&shapes_dir()));
+    for shared in [false, true] {
+        let mut c = config(&model);
+        c.shared_initial_noise = shared;
+        let mut t = Trainer::new(model.clone(), c).unwrap();
+        let r = t.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+        let x0 = |i: usize| &r.traj.latents[i][0];
+        let g = 4;
+        assert_eq!(x0(0) == x0(1), shared, "within a group");
+        assert_ne!(x0(0), x0(g), "across groups");
+        assert_ne!(r.traj.latents[0][1], r.traj.latents[1][1], "the SDE noise stays per sample");
+    }
+}

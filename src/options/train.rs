@@ -151,6 +151,11 @@ option_struct! {
         /// 0 = min(1e-5, 0.1 x image_clip_range).
         max_image_drift: f32 { ord: 28, flag: "max-image-drift", default: |_: &Manifest| 0.0,
             range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+        /// Every sample of a group starts from the same initial noise (DanceGRPO), so a group's
+        /// reward spread comes from the policy's own SDE noise and reasoning; SDE noise and text
+        /// sampling stay per sample.
+        shared_initial_noise: bool { ord: 29, flag: "shared-initial-noise", default: |_: &Manifest| false,
+            range: Range::any(), legacy: Some(Value::Bool(false)) }
     }
 }
 

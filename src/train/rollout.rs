@@ -57,12 +57,15 @@ impl Rollout {
     }
 }
 
-/// Roll out `group_size` samples for every prompt; sample k uses `seeds[k]`.
+/// Roll out `group_size` samples for every prompt; sample k uses `seeds[k]`, and starts from the
+/// initial noise of `initial_seeds[k]` when given (shared within a group).
+#[allow(clippy::too_many_arguments)]
 pub fn rollout(
     model: &Model,
     params: &ParamSet,
     prompts: &[&str],
     seeds: &[u64],
+    initial_seeds: Option<&[u64]>,
     cfg: &TrainConfig,
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
@@ -109,6 +112,7 @@ pub fn rollout(
         params,
         &cond,
         seeds,
+        initial_seeds,
         cfg.num_steps,
         cfg.noise_level as f64,
         true,

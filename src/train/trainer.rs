@@ -23,6 +23,9 @@ use crate::reward::{check_rewards, Reward, Sample};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Offset of the per-prompt seeds of group-shared initial noise (sample seeds use 0, 1, ...).
+const SHARED_NOISE_BASE: u64 = 1 << 48;
+
 /// A trainer: its own trainable parameters, AdamW state, step counter, random state and current
 /// learning rates; the model's parameters stay the frozen reference. Sample k of step s uses the
 /// seed `derive_seed(seed, s, k)`, so a resumed trainer continues bit-identically.
@@ -184,11 +187,20 @@ impl Trainer {
         let seeds: Vec<u64> = (0..n as u64)
             .map(|k| crate::rng::derive_seed(self.seed, self.step, k))
             .collect();
+        // group-shared initial noise: one seed per prompt (by its index in the step), apart from
+        // the samples' seeds
+        let initial: Option<Vec<u64>> = self.config.shared_initial_noise.then(|| {
+            let g = self.config.group_size as u64;
+            (0..n as u64)
+                .map(|k| crate::rng::derive_seed(self.seed, self.step, SHARED_NOISE_BASE + k / g))
+                .collect()
+        });
         let mut r = rollout::rollout(
             &self.model,
             &self.state.params,
             prompts,
             &seeds,
+            initial.as_deref(),
             &self.config,
             cancel,
             progress,

@@ -61,6 +61,9 @@ pub struct unigrpo_train_params {
     /// Version 2. The same for the denoising steps' log-probs; 0 = min(1e-5, 0.1 x
     /// image_clip_range).
     pub max_image_drift: f32,
+    /// Version 2. Every sample of a group starts from the same initial noise (DanceGRPO); SDE
+    /// noise and reasoning stay per sample. Default false.
+    pub shared_initial_noise: bool,
 }
 
 pub(crate) fn train_fields() -> Vec<Field> {
@@ -68,7 +71,8 @@ pub(crate) fn train_fields() -> Vec<Field> {
         weight_decay, max_grad_norm, global_std, advantage_clip, text_clip_range, image_clip_range,
         velocity_mse_weight, text_kl_weight, image_kl_weight, train_text, train_image, num_steps, noise_level,
         train_timestep_fraction, max_reasoning_tokens, temperature, seed, progress, progress_user_data,
-        text_learning_rate, image_learning_rate, text_aggregation, max_text_drift, max_image_drift)
+        text_learning_rate, image_learning_rate, text_aggregation, max_text_drift, max_image_drift,
+        shared_initial_noise)
 }
 
 /// The C struct of a configuration.
@@ -103,6 +107,7 @@ pub(crate) fn to_c(c: &TrainConfig) -> unigrpo_train_params {
         text_aggregation: c.text_aggregation as u32,
         max_text_drift: c.max_text_drift,
         max_image_drift: c.max_image_drift,
+        shared_initial_noise: c.shared_initial_noise,
     }
 }
 
@@ -137,6 +142,7 @@ fn library_train_defaults() -> unigrpo_train_params {
         text_aggregation: 0,
         max_text_drift: 1e-4,
         max_image_drift: 0.0,
+        shared_initial_noise: false,
     }
 }
 
@@ -210,6 +216,7 @@ pub(crate) fn to_config(model: &unigrpo::Model, p: &unigrpo_train_params) -> Res
         image_learning_rate: p.image_learning_rate,
         max_text_drift: p.max_text_drift,
         max_image_drift: p.max_image_drift,
+        shared_initial_noise: p.shared_initial_noise,
     })
 }
 
