@@ -700,6 +700,9 @@ fn shared_initial_noise_is_shared_within_groups_only() {
         let g = 4;
         assert_eq!(x0(0) == x0(1), shared, "within a group");
         assert_ne!(x0(0), x0(g), "across groups");
-        assert_ne!(r.traj.latents[0][1], r.traj.latents[1][1], "the SDE noise stays per sample");
+        assert_ne!(
+            r.traj.latents[0][1], r.traj.latents[1][1],
+            "the SDE noise stays per sample"
+        );
     }
 }
