@@ -438,6 +438,19 @@ typedef struct unigrpo_train_params {
    noise and reasoning stay per sample. Default false.
    */
   bool shared_initial_noise;
+  /*
+   Version 2. SDE window: this many consecutive denoising steps are SDE steps and trained,
+   the rest ODE; 0 = every step SDE and the first floor(f T) trained.
+   */
+  uint32_t sde_window;
+  /*
+   Version 2. First step of the window (0-based) when it is not random.
+   */
+  uint32_t sde_window_start;
+  /*
+   Version 2. Draw the window's start per group from (seed, step, prompt index).
+   */
+  bool sde_window_random;
 } unigrpo_train_params;
 
 /*

@@ -96,6 +96,8 @@ pub fn build_conditioning(
 
 /// Denoise a batch from its noise streams. `noise_level` 0 = Euler ODE, else SDE (log-probs kept).
 /// The initial latents are `x0` when given, else each row's first draw from its noise stream.
+/// With `sde_steps`, row i takes SDE steps only at the steps in `sde_steps[i]` (an SDE window)
+/// and Euler ODE steps elsewhere (log-prob NaN there).
 #[allow(clippy::too_many_arguments)]
 pub fn denoise(
     model: &Model,
@@ -105,6 +107,7 @@ pub fn denoise(
     noise_rngs: &mut [ChaCha8Rng],
     grid: &[f64],
     noise_level: f64,
+    sde_steps: Option<&[std::ops::Range<usize>]>,
     keep_trajectory: bool,
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
@@ -141,7 +144,8 @@ pub fn denoise(
                 (noise_level > 0.0).then(|| sampler::sde_coefficients(t, t_next, noise_level, t1));
             for (i, noise) in noise_rngs.iter_mut().enumerate() {
                 let r = i * d..(i + 1) * d;
-                let lp = match &coef {
+                let in_window = sde_steps.is_none_or(|w| w[i].contains(&j));
+                let lp = match coef.as_ref().filter(|_| in_window) {
                     // sigma is taken at t > 0, so the last step (to t = 0) is an SDE step too
                     Some(c) => {
                         rng::fill_normal(noise, &mut z);
@@ -197,6 +201,7 @@ pub fn denoise_seeded(
     cond: &Conditioning,
     seeds: &[u64],
     initial_seeds: Option<&[u64]>,
+    sde_steps: Option<&[std::ops::Range<usize>]>,
     steps: u32,
     noise_level: f64,
     keep_trajectory: bool,
@@ -224,6 +229,7 @@ pub fn denoise_seeded(
         &mut noise,
         &grid,
         noise_level,
+        sde_steps,
         keep_trajectory,
         cancel,
         progress,
@@ -311,6 +317,7 @@ pub fn generate_batch(
         params,
         &cond,
         seeds,
+        None,
         None,
         p.num_steps,
         p.noise_level as f64,

@@ -431,5 +431,8 @@ fn rust_log_shows_the_core_log() {
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("ONNX Runtime candidate"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("ONNX Runtime candidate"), "{err}");
+    // a CPU load has nothing to warn about (ONNX Runtime's placement report is information)
+    assert!(!err.contains("WARN"), "{err}");
 }

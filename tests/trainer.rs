@@ -706,3 +706,45 @@ fn shared_initial_noise_is_shared_within_groups_only() {
         );
     }
 }
+
+/// An SDE window: SDE steps (with log-probs) only inside it, ODE elsewhere; only its steps are
+/// trained; the first update still recomputes the rollout's log-probs; a random window is one
+/// per group; a window that does not fit is refused.
+#[test]
+fn sde_window_trains_only_inside_it() {
+    let model = Arc::new(load(&shapes_dir()));
+    let mut c = config(&model); // 6 rollout steps
+    c.sde_window = 2;
+    c.sde_window_start = 3;
+    let mut t = Trainer::new(model.clone(), c.clone()).unwrap();
+    let r = t.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    for i in 0..r.len() {
+        assert_eq!(r.trained[i], 3..5);
+        for j in 0..6 {
+            assert_eq!(
+                r.traj.logprobs[i][j].is_nan(),
+                !(3..5).contains(&j),
+                "sample {i} step {j}"
+            );
+        }
+    }
+    let s = t
+        .step(&PROMPTS, &mut redness, None, &mut Progress::none())
+        .unwrap();
+    assert!(
+        s.image_consistency < 1e-5 && s.image_grad_norm > 0.0,
+        "{s:?}"
+    );
+    c.sde_window_random = true;
+    let mut t = Trainer::new(model.clone(), c.clone()).unwrap();
+    let r = t.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    for i in 0..r.len() {
+        assert_eq!(r.trained[i], r.trained[i - i % 4], "one window per group");
+        assert!(r.trained[i].end <= 6 && r.trained[i].len() == 2);
+    }
+    c.sde_window_random = false;
+    c.sde_window_start = 5;
+    assert!(Trainer::new(model.clone(), c.clone()).is_err());
+    c.sde_window = 7;
+    assert!(Trainer::new(model.clone(), c).is_err());
+}

@@ -92,8 +92,18 @@ pub fn write_grid(path: &Path, items: &[Scored]) -> Result<(), Error> {
 }
 
 /// A line plot of (x, y) points with axis labels, in the same bitmap font.
-pub fn write_line_plot(path: &Path, title: &str, pts: &[(f64, f64)]) -> Result<(), Error> {
-    let (w, h, m) = (640usize, 360usize, 48usize);
+/// Line plots stacked vertically, one panel per (title, points).
+pub fn write_line_plots(path: &Path, panels: &[(&str, Vec<(f64, f64)>)]) -> Result<(), Error> {
+    let (w, h) = (640usize, 360usize);
+    let mut buf = Vec::with_capacity(w * h * 3 * panels.len());
+    for (title, pts) in panels {
+        buf.extend(panel(title, pts, w, h));
+    }
+    RgbImage::new(w as u32, (h * panels.len()) as u32, buf).save_png(path)
+}
+
+fn panel(title: &str, pts: &[(f64, f64)], w: usize, h: usize) -> Vec<u8> {
+    let m = 48usize;
     let mut buf = vec![255u8; w * h * 3];
     let (x0, x1) = pts
         .iter()
@@ -148,5 +158,5 @@ pub fn write_line_plot(path: &Path, title: &str, pts: &[(f64, f64)]) -> Result<(
         &label,
         [0, 0, 0],
     );
-    RgbImage::new(w as u32, h as u32, buf).save_png(path)
+    buf
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::Dtype;
 
-use unigrpo::reward::{self, Reward, Sample};
+use unigrpo::reward::{self, shapes, Reward, Sample};
 use unigrpo::rng::derive_seed;
 use unigrpo::train::{serialize_typed, write_atomic, TrainConfig, Trainer};
 use unigrpo::{Error, ErrorKind, Progress};
@@ -178,11 +178,20 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         };
         match trainer.step(&refs, &mut rec, Some(&cancel), &mut Progress::none()) {
             Ok(s) => {
-                writeln!(metrics, "{}", s.to_json())
-                    .map_err(|e| Error::io("write", &metrics_path, e))?;
+                // the independent check on the score: distance to the nearest clean render of
+                // what the analysis found (rises when the policy hacks the reward)
+                let clean = rec
+                    .last
+                    .iter()
+                    .map(|(_, _, _, img)| shapes::clean_render_distance(img))
+                    .sum::<f64>()
+                    / rec.last.len().max(1) as f64;
+                let mut line = s.to_json();
+                line["clean_distance"] = serde_json::json!(clean);
+                writeln!(metrics, "{line}").map_err(|e| Error::io("write", &metrics_path, e))?;
                 bar.set_position(s.step);
                 bar.set_message(format!(
-                    "reward {:.3} ± {:.3}, loss {:+.4}, {:.2} s/step",
+                    "reward {:.3} ± {:.3}, clean distance {clean:.4}, loss {:+.4}, {:.2} s/step",
                     s.reward_mean, s.reward_std, s.loss, s.seconds
                 ));
                 if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
@@ -235,15 +244,27 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
 
 fn write_reward_plot(metrics: &Path, out: &Path) -> Result<(), Error> {
     let text = std::fs::read_to_string(metrics).map_err(|e| Error::io("read", metrics, e))?;
-    let pts: Vec<(f64, f64)> = text
+    let rows: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_f64()?, v["reward_mean"].as_f64()?)))
         .collect();
-    if pts.is_empty() {
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
+            .collect()
+    };
+    let (reward, clean) = (series("reward_mean"), series("clean_distance"));
+    if reward.is_empty() {
         return Ok(());
     }
-    super::grid::write_line_plot(out, "reward_mean per step", &pts)
+    let mut panels = vec![("reward_mean per step", reward)];
+    if !clean.is_empty() {
+        panels.push((
+            "clean_distance per step (the score's independent check)",
+            clean,
+        ));
+    }
+    super::grid::write_line_plots(out, &panels)
 }
 
 #[derive(Args)]

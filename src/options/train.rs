@@ -156,6 +156,16 @@ option_struct! {
         /// sampling stay per sample.
         shared_initial_noise: bool { ord: 29, flag: "shared-initial-noise", default: |_: &Manifest| false,
             range: Range::any(), legacy: Some(Value::Bool(false)) }
+        /// SDE window (Flow-GRPO-Fast, MixGRPO): this many consecutive denoising steps are SDE
+        /// steps and trained, the rest ODE; 0 = every step SDE and the first floor(f T) trained.
+        sde_window: u32 { ord: 30, flag: "sde-window", default: |_: &Manifest| 0,
+            range: Range::closed(0.0, 1000.0), legacy: Some(Value::U32(0)) }
+        /// First step of the SDE window (0-based; with sde_window > 0 and sde_window_random off).
+        sde_window_start: u32 { ord: 31, flag: "sde-window-start", default: |_: &Manifest| 0,
+            range: Range::closed(0.0, 1000.0), legacy: Some(Value::U32(0)) }
+        /// Draw the SDE window's start per group from (seed, step, prompt index).
+        sde_window_random: bool { ord: 32, flag: "sde-window-random", default: |_: &Manifest| false,
+            range: Range::any(), legacy: Some(Value::Bool(false)) }
     }
 }
 
@@ -192,6 +202,16 @@ impl TrainConfig {
             return Err(Error::invalid(format!(
                 "updates_per_step must be in 1..=group_size ({}), got {}",
                 self.group_size, self.updates_per_step
+            )));
+        }
+        if self.sde_window > 0
+            && (self.sde_window > self.num_steps
+                || (!self.sde_window_random
+                    && self.sde_window_start + self.sde_window > self.num_steps))
+        {
+            return Err(Error::invalid(format!(
+                "the SDE window of {} steps from step {} does not fit in {} rollout steps",
+                self.sde_window, self.sde_window_start, self.num_steps
             )));
         }
         if !self.train_text && !self.train_image {

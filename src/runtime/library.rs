@@ -189,18 +189,21 @@ fn ort_log(
     message: &str,
 ) {
     use ort::logging::LogLevel as L;
-    let lvl = match level {
-        L::Fatal | L::Error => log::Level::Error,
-        L::Warning => log::Level::Warn,
-        L::Info => log::Level::Debug,
-        L::Verbose if message.contains("placed on [") => {
-            if message.contains("CPUExecutionProvider") {
-                log::Level::Warn
-            } else {
-                log::Level::Info
-            }
+    // The placement report (GPU sessions ask for it): nodes on the CPU beside a GPU provider are
+    // worth a warning, everything else about placement is information.
+    let lvl = if message.contains("placed on [") {
+        if message.contains("Node(s) placed on [CPUExecutionProvider]") {
+            log::Level::Warn
+        } else {
+            log::Level::Info
         }
-        L::Verbose => log::Level::Trace,
+    } else {
+        match level {
+            L::Fatal | L::Error => log::Level::Error,
+            L::Warning => log::Level::Warn,
+            L::Info => log::Level::Debug,
+            L::Verbose => log::Level::Trace,
+        }
     };
     log::log!(target: "onnxruntime", lvl, "{message} ({category}, {location})");
 }

@@ -43,6 +43,9 @@ pub struct Rollout {
     /// The velocity graph's conditioning as the rollout computed it (rollout parameters).
     pub cond: Conditioning,
     pub traj: Trajectory,
+    /// Per sample: the denoising steps the loss trains (the SDE window, or the first
+    /// floor(f T) steps without one).
+    pub trained: Vec<std::ops::Range<usize>>,
     pub images: Vec<RgbImage>,
     pub noise_level: f64,
     pub temperature: f32,
@@ -58,7 +61,8 @@ impl Rollout {
 }
 
 /// Roll out `group_size` samples for every prompt; sample k uses `seeds[k]`, and starts from the
-/// initial noise of `initial_seeds[k]` when given (shared within a group).
+/// initial noise of `initial_seeds[k]` when given (shared within a group); with `windows`, sample
+/// k takes SDE steps only in `windows[k]` (ODE elsewhere) and is trained there.
 #[allow(clippy::too_many_arguments)]
 pub fn rollout(
     model: &Model,
@@ -66,6 +70,7 @@ pub fn rollout(
     prompts: &[&str],
     seeds: &[u64],
     initial_seeds: Option<&[u64]>,
+    windows: Option<&[std::ops::Range<usize>]>,
     cfg: &TrainConfig,
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
@@ -113,6 +118,7 @@ pub fn rollout(
         &cond,
         seeds,
         initial_seeds,
+        windows,
         cfg.num_steps,
         cfg.noise_level as f64,
         true,
@@ -136,6 +142,10 @@ pub fn rollout(
         contexts,
         cond,
         traj: traj.expect("trajectory kept"),
+        trained: match windows {
+            Some(w) => w.to_vec(),
+            None => vec![0..cfg.trained_steps(); seeds.len()],
+        },
         images,
         noise_level: cfg.noise_level as f64,
         temperature: cfg.temperature,

@@ -25,6 +25,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Offset of the per-prompt seeds of group-shared initial noise (sample seeds use 0, 1, ...).
 const SHARED_NOISE_BASE: u64 = 1 << 48;
+/// Offset of the per-prompt seeds of random SDE window starts.
+const SDE_WINDOW_BASE: u64 = 2 << 48;
 
 /// A trainer: its own trainable parameters, AdamW state, step counter, random state and current
 /// learning rates; the model's parameters stay the frozen reference. Sample k of step s uses the
@@ -150,6 +152,35 @@ impl Trainer {
         self.collective.as_ref()
     }
 
+    /// Per sample, the SDE window of this step (None without one): `sde_window` steps from
+    /// `sde_window_start`, or from a start drawn per group from (seed, step, prompt index).
+    fn sde_windows(&self, n_prompts: usize) -> Option<Vec<std::ops::Range<usize>>> {
+        let c = &self.config;
+        let w = c.sde_window as usize;
+        if w == 0 {
+            return None;
+        }
+        let starts = c.num_steps as usize - w + 1;
+        let g = c.group_size as usize;
+        Some(
+            (0..n_prompts * g)
+                .map(|k| {
+                    let s = if c.sde_window_random {
+                        let d = crate::rng::derive_seed(
+                            self.seed,
+                            self.step,
+                            SDE_WINDOW_BASE + (k / g) as u64,
+                        );
+                        (d % starts as u64) as usize
+                    } else {
+                        c.sde_window_start as usize
+                    };
+                    s..s + w
+                })
+                .collect(),
+        )
+    }
+
     pub(super) fn origin(&self) -> Origin {
         Origin {
             trainer: self.id,
@@ -195,12 +226,14 @@ impl Trainer {
                 .map(|k| crate::rng::derive_seed(self.seed, self.step, SHARED_NOISE_BASE + k / g))
                 .collect()
         });
+        let windows = self.sde_windows(prompts.len());
         let mut r = rollout::rollout(
             &self.model,
             &self.state.params,
             prompts,
             &seeds,
             initial.as_deref(),
+            windows.as_deref(),
             &self.config,
             cancel,
             progress,

@@ -64,6 +64,13 @@ pub struct unigrpo_train_params {
     /// Version 2. Every sample of a group starts from the same initial noise (DanceGRPO); SDE
     /// noise and reasoning stay per sample. Default false.
     pub shared_initial_noise: bool,
+    /// Version 2. SDE window: this many consecutive denoising steps are SDE steps and trained,
+    /// the rest ODE; 0 = every step SDE and the first floor(f T) trained.
+    pub sde_window: u32,
+    /// Version 2. First step of the window (0-based) when it is not random.
+    pub sde_window_start: u32,
+    /// Version 2. Draw the window's start per group from (seed, step, prompt index).
+    pub sde_window_random: bool,
 }
 
 pub(crate) fn train_fields() -> Vec<Field> {
@@ -72,7 +79,7 @@ pub(crate) fn train_fields() -> Vec<Field> {
         velocity_mse_weight, text_kl_weight, image_kl_weight, train_text, train_image, num_steps, noise_level,
         train_timestep_fraction, max_reasoning_tokens, temperature, seed, progress, progress_user_data,
         text_learning_rate, image_learning_rate, text_aggregation, max_text_drift, max_image_drift,
-        shared_initial_noise)
+        shared_initial_noise, sde_window, sde_window_start, sde_window_random)
 }
 
 /// The C struct of a configuration.
@@ -108,6 +115,9 @@ pub(crate) fn to_c(c: &TrainConfig) -> unigrpo_train_params {
         max_text_drift: c.max_text_drift,
         max_image_drift: c.max_image_drift,
         shared_initial_noise: c.shared_initial_noise,
+        sde_window: c.sde_window,
+        sde_window_start: c.sde_window_start,
+        sde_window_random: c.sde_window_random,
     }
 }
 
@@ -143,6 +153,9 @@ fn library_train_defaults() -> unigrpo_train_params {
         max_text_drift: 1e-4,
         max_image_drift: 0.0,
         shared_initial_noise: false,
+        sde_window: 0,
+        sde_window_start: 0,
+        sde_window_random: false,
     }
 }
 
@@ -217,6 +230,9 @@ pub(crate) fn to_config(model: &unigrpo::Model, p: &unigrpo_train_params) -> Res
         max_text_drift: p.max_text_drift,
         max_image_drift: p.max_image_drift,
         shared_initial_noise: p.shared_initial_noise,
+        sde_window: p.sde_window,
+        sde_window_start: p.sde_window_start,
+        sde_window_random: p.sde_window_random,
     })
 }
 

@@ -19,11 +19,11 @@ pub fn micro_batches(samples: &[usize], micro: u32) -> Vec<&[usize]> {
 }
 
 /// The (sample, step) rows of a micro-batch for the velocity graphs: every trained step of each
-/// sample, sample-major.
-pub fn image_rows(samples: &[usize], steps: usize) -> Vec<(usize, usize)> {
+/// sample (`trained[i]`), sample-major.
+pub fn image_rows(samples: &[usize], trained: &[std::ops::Range<usize>]) -> Vec<(usize, usize)> {
     samples
         .iter()
-        .flat_map(|&i| (0..steps).map(move |j| (i, j)))
+        .flat_map(|&i| trained[i].clone().map(move |j| (i, j)))
         .collect()
 }
 
@@ -54,6 +54,16 @@ mod tests {
 
     #[test]
     fn image_rows_are_sample_major() {
-        assert_eq!(image_rows(&[3, 5], 2), vec![(3, 0), (3, 1), (5, 0), (5, 1)]);
+        let t = vec![0..2; 6];
+        assert_eq!(
+            image_rows(&[3, 5], &t),
+            vec![(3, 0), (3, 1), (5, 0), (5, 1)]
+        );
+        // SDE windows: each sample its own steps
+        let w = vec![0..1, 2..4, 1..3];
+        assert_eq!(
+            image_rows(&[1, 2], &w),
+            vec![(1, 2), (1, 3), (2, 1), (2, 2)]
+        );
     }
 }

@@ -111,8 +111,8 @@ struct ImageRows {
     cond: Vec<(String, Tensor)>,
 }
 
-fn image_rows(r: &Rollout, samples: &[usize], steps: usize, shape: &[usize]) -> ImageRows {
-    let rows = batch::image_rows(samples, steps);
+fn image_rows(r: &Rollout, samples: &[usize], shape: &[usize]) -> ImageRows {
+    let rows = batch::image_rows(samples, &r.trained);
     let d: usize = shape.iter().product();
     let mut x = ArrayD::<f32>::zeros(IxDyn(&[rows.len(), shape[0], shape[1], shape[2]]));
     {
@@ -144,13 +144,14 @@ fn conditioning_under(
     o: &Objective<'_>,
     params: &crate::package::ParamSet,
     mb: &[usize],
-    steps: usize,
     cancel: Option<&crate::cancel::CancelToken>,
 ) -> Result<Vec<(String, Tensor)>> {
     let contexts: Vec<Vec<i64>> = mb.iter().map(|&i| o.rollout.contexts[i].clone()).collect();
     let c = crate::generate::build_conditioning(o.model, params, &contexts, cancel)?;
-    let idx: Vec<usize> = (0..mb.len())
-        .flat_map(|k| std::iter::repeat_n(k, steps))
+    let idx: Vec<usize> = mb
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &i)| std::iter::repeat_n(k, o.rollout.trained[i].len()))
         .collect();
     Ok(gather_rows(&c, &idx))
 }
@@ -166,14 +167,20 @@ pub fn terms(
         return Ok(());
     }
     let (r, cfg, net, cancel) = (o.rollout, o.config, &o.model.image, pass.cancel);
-    let steps = cfg.trained_steps();
     let shape = net.latent_shape.clone();
     let d = net.latent_len();
     let w = StepWeights {
         clip: cfg.image_clip_range as f64,
         mse: cfg.velocity_mse_weight as f64,
         kl: cfg.image_kl_weight as f64,
-        mean: 1.0 / (steps as f64 * pass.share.len() as f64),
+        // the mean over the share's trained (sample, step) rows
+        mean: 1.0
+            / pass
+                .share
+                .iter()
+                .map(|&i| r.trained[i].len())
+                .sum::<usize>()
+                .max(1) as f64,
     };
     let grid = &r.traj.grid;
     let t1 = grid.get(1).copied().unwrap_or(0.0);
@@ -182,11 +189,11 @@ pub fn terms(
     let mut gv = vec![0f64; d];
     let fresh = conditioning_depends_on_params(o);
     for mb in batch::micro_batches(pass.share, cfg.micro_batch_size) {
-        let ir = image_rows(r, mb, steps, &shape);
+        let ir = image_rows(r, mb, &shape);
         // The rollout's conditioning is the current policy's only on the first update; a hand-off
         // that depends on the text parameters is recomputed for later updates and the reference.
         let cond_cur: Cow<[(String, Tensor)]> = if fresh && pass.mode != Mode::OnPolicy {
-            Cow::Owned(conditioning_under(o, pass.params, mb, steps, cancel)?)
+            Cow::Owned(conditioning_under(o, pass.params, mb, cancel)?)
         } else {
             Cow::Borrowed(&ir.cond)
         };
@@ -196,7 +203,7 @@ pub fn terms(
         };
         let refs = if w.mse > 0.0 || w.kl > 0.0 {
             let cond_ref: Cow<[(String, Tensor)]> = if fresh {
-                Cow::Owned(conditioning_under(o, o.reference, mb, steps, cancel)?)
+                Cow::Owned(conditioning_under(o, o.reference, mb, cancel)?)
             } else {
                 Cow::Borrowed(&ir.cond)
             };
