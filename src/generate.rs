@@ -208,18 +208,17 @@ pub fn denoise_seeded(
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
 ) -> Result<(ArrayD<f32>, Option<Trajectory>)> {
-    let mut noise: Vec<_> = seeds
-        .iter()
-        .map(|&s| rng::stream(s, rng::STREAM_NOISE))
-        .collect();
+    let streams = |seeds: &[u64]| -> Vec<ChaCha8Rng> {
+        seeds
+            .iter()
+            .map(|&s| rng::stream(s, rng::STREAM_NOISE))
+            .collect()
+    };
+    let mut noise = streams(seeds);
     let grid = sampler::timestep_grid(steps as usize, model.manifest().sampler.shift);
     let x0 = initial_seeds.map(|s| {
         let shape = &model.image.latent_shape;
-        let mut r: Vec<_> = s
-            .iter()
-            .map(|&s| rng::stream(s, rng::STREAM_NOISE))
-            .collect();
-        initial_latents(&[s.len(), shape[0], shape[1], shape[2]], &mut r)
+        initial_latents(&[s.len(), shape[0], shape[1], shape[2]], &mut streams(s))
     });
     denoise(
         model,

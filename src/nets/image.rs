@@ -3,7 +3,7 @@
 
 use ndarray::ArrayD;
 
-use super::{feed, grad_names, Grads};
+use super::{feed, Grads, VjpPorts};
 use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::image::RgbImage;
@@ -16,7 +16,7 @@ pub struct ImageNet {
     velocity: Graph,
     velocity_vjp: Graph,
     decoder: Graph,
-    vjp_grads: Vec<String>,
+    vjp: VjpPorts,
 }
 
 impl ImageNet {
@@ -26,13 +26,13 @@ impl ImageNet {
         velocity_vjp: Graph,
         decoder: Graph,
     ) -> ImageNet {
-        let vjp_grads = grad_names(&velocity_vjp);
+        let vjp = VjpPorts::of(&velocity_vjp, "velocity");
         ImageNet {
             latent_shape,
             velocity,
             velocity_vjp,
             decoder,
-            vjp_grads,
+            vjp,
         }
     }
 
@@ -104,13 +104,7 @@ impl ImageNet {
     ) -> Result<ArrayD<f32>> {
         let mut inputs = Self::inputs(&self.velocity_vjp, params, x, t, cond);
         inputs.push(("d_velocity", TensorView::F32(cotangent.view())));
-        let mut want: Vec<String> = vec!["velocity".into()];
-        want.extend(self.vjp_grads.iter().map(|n| format!("grad.{n}")));
-        let want: Vec<&str> = want.iter().map(String::as_str).collect();
-        let mut outs = self.velocity_vjp.run(&inputs, &want, cancel)?;
-        let recomputed = outs.remove(0).into_f32()?;
-        super::add_grads(grads, &self.vjp_grads, outs)?;
-        Ok(recomputed)
+        self.vjp.run(&self.velocity_vjp, &inputs, grads, cancel)
     }
 
     /// Decode latents [B, C, H, W] to RGB8 images.

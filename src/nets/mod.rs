@@ -35,12 +35,40 @@ pub fn add_grads(acc: &mut Grads, names: &[String], outs: Vec<Tensor>) -> Result
     Ok(())
 }
 
-/// The names a VJP graph returns gradients for (outputs `grad.NAME`).
-fn grad_names(g: &Graph) -> Vec<String> {
-    g.outputs
-        .iter()
-        .filter_map(|p| p.name.strip_prefix("grad.").map(str::to_string))
-        .collect()
+/// What a VJP graph returns: the parameters it has gradients for (outputs `grad.NAME`) and the
+/// outputs a run asks for (the recomputed forward output, then every gradient), built once.
+struct VjpPorts {
+    grads: Vec<String>,
+    want: Vec<String>,
+}
+
+impl VjpPorts {
+    fn of(g: &Graph, forward_output: &str) -> VjpPorts {
+        let grads: Vec<String> = g
+            .outputs
+            .iter()
+            .filter_map(|p| p.name.strip_prefix("grad.").map(str::to_string))
+            .collect();
+        let want = std::iter::once(forward_output.to_string())
+            .chain(grads.iter().map(|n| format!("grad.{n}")))
+            .collect();
+        VjpPorts { grads, want }
+    }
+
+    /// Run `g` with `inputs`: the recomputed forward output, the gradients added into `acc`.
+    fn run(
+        &self,
+        g: &Graph,
+        inputs: &[(&str, TensorView<'_>)],
+        acc: &mut Grads,
+        cancel: Option<&crate::cancel::CancelToken>,
+    ) -> Result<ArrayD<f32>> {
+        let want: Vec<&str> = self.want.iter().map(String::as_str).collect();
+        let mut outs = g.run(inputs, &want, cancel)?;
+        let recomputed = outs.remove(0).into_f32()?;
+        add_grads(acc, &self.grads, outs)?;
+        Ok(recomputed)
+    }
 }
 
 /// The parameters `g` takes, as borrowed views, followed by `rest`.

@@ -3,7 +3,7 @@
 
 use ndarray::{Array2, ArrayD, IxDyn};
 
-use super::{feed, grad_names, Grads};
+use super::{feed, Grads, VjpPorts};
 use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::package::{ParamSet, TextSpec};
@@ -14,10 +14,11 @@ pub struct TextNet {
     decode: Graph,
     logprob: Graph,
     logprob_vjp: Graph,
-    /// KV-cache input and output names, per layer (key, value).
+    /// KV-cache input names, per layer (key, value).
     past: Vec<String>,
-    present: Vec<String>,
-    vjp_grads: Vec<String>,
+    vjp: VjpPorts,
+    /// logits, then present_key.0, present_value.0, ...
+    decode_want: Vec<String>,
 }
 
 /// A left-padded batch of sequences for the log-prob graphs: inputs and the next tokens.
@@ -54,19 +55,18 @@ impl TextNet {
         let past: Vec<String> = (0..spec.num_layers)
             .flat_map(|l| [format!("past_key.{l}"), format!("past_value.{l}")])
             .collect();
-        let present = past
-            .iter()
-            .map(|n| n.replace("past_", "present_"))
+        let decode_want = std::iter::once("logits".to_string())
+            .chain(past.iter().map(|n| n.replace("past_", "present_")))
             .collect();
-        let vjp_grads = grad_names(&logprob_vjp);
+        let vjp = VjpPorts::of(&logprob_vjp, "token_logprobs");
         TextNet {
             spec,
             decode,
             logprob,
             logprob_vjp,
             past,
-            present,
-            vjp_grads,
+            vjp,
+            decode_want,
         }
     }
 
@@ -130,8 +130,7 @@ impl TextNet {
     ) -> Result<DecodeOut> {
         let (ids, mask, positions) = (new.ids, new.mask, new.positions);
         let inputs = self.decode_inputs(params, (ids, mask, positions), past_mask, cache);
-        let mut want: Vec<&str> = vec!["logits"];
-        want.extend(self.present.iter().map(String::as_str));
+        let want: Vec<&str> = self.decode_want.iter().map(String::as_str).collect();
         let mut res = self.decode.run(&inputs, &want, cancel)?;
         let logits = res.remove(0).into_f32()?;
         let cache = res
@@ -213,12 +212,6 @@ impl TextNet {
             "d_token_logprobs",
             TensorView::F32(cotangent.view().into_dyn()),
         ));
-        let mut want: Vec<String> = vec!["token_logprobs".into()];
-        want.extend(self.vjp_grads.iter().map(|n| format!("grad.{n}")));
-        let want: Vec<&str> = want.iter().map(String::as_str).collect();
-        let mut outs = self.logprob_vjp.run(&inputs, &want, cancel)?;
-        let recomputed = outs.remove(0).into_f32()?;
-        super::add_grads(grads, &self.vjp_grads, outs)?;
-        Ok(recomputed)
+        self.vjp.run(&self.logprob_vjp, &inputs, grads, cancel)
     }
 }

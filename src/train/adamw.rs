@@ -83,15 +83,13 @@ pub fn global_norm(grads: &BTreeMap<String, ArrayD<f64>>) -> f64 {
         .sqrt()
 }
 
-/// L2 norm of the gradients of one group.
-pub fn group_norm(grads: &BTreeMap<String, ArrayD<f64>>, groups: &ParamGroups, g: Group) -> f64 {
-    grads
-        .iter()
-        .filter(|(n, _)| groups.of(n) == g)
-        .flat_map(|(_, a)| a.iter())
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
+/// L2 norms of the gradients of each group (indexed by `Group as usize`), in one pass.
+pub fn group_norms(grads: &BTreeMap<String, ArrayD<f64>>, groups: &ParamGroups) -> [f64; 3] {
+    let mut sq = [0f64; 3];
+    for (n, a) in grads {
+        sq[groups.of(n) as usize] += a.iter().map(|x| x * x).sum::<f64>();
+    }
+    sq.map(f64::sqrt)
 }
 
 /// One AdamW step (decoupled weight decay); gradients are clipped to the global norm first.
@@ -311,6 +309,6 @@ mod tests {
         for (n, lr) in [("s", 0.1), ("t", 0.2), ("i", 0.3)] {
             assert!((s.params.values[n][0] as f64 + lr).abs() < 1e-6, "{n}");
         }
-        assert!((group_norm(&g, &groups, Group::Text) - 1.0).abs() < 1e-12);
+        assert!((group_norms(&g, &groups)[Group::Text as usize] - 1.0).abs() < 1e-12);
     }
 }

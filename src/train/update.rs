@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::adamw::{adamw_step, group_norm, Group, OptimState};
+use super::adamw::{adamw_step, group_norms, Group, OptimState};
 use super::objective::{batch, Grads, Mode, Objective, Pass, Policies, Terms};
 use super::rollout::{Origin, Rollout};
 use super::{StepStats, Trainer};
@@ -193,8 +193,9 @@ impl Trainer {
         s.text += terms.text_loss;
         s.image += terms.image_loss;
         s.norm += norm;
-        s.text_norm += group_norm(grads, &self.groups, Group::Text);
-        s.image_norm += group_norm(grads, &self.groups, Group::Image);
+        let norms = group_norms(grads, &self.groups);
+        s.text_norm += norms[Group::Text as usize];
+        s.image_norm += norms[Group::Image as usize];
         if u == 0 {
             s.text_consistency = terms.text_consistency;
             s.image_consistency = terms.image_consistency;

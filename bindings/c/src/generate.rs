@@ -1,11 +1,12 @@
 //! Generation.
 
+use super::{clear_out, model::model_arg};
 use std::ffi::{c_char, c_void, CString};
 
 use super::layout::{fields, Field};
 use super::{
-    check_not_in_callback, guard, init_sized, null_arg, progress_adapter, quiet, read_struct,
-    str_arg, str_array, unbox, unigrpo_cancel_token, unigrpo_error, unigrpo_model,
+    guard, init_sized, null_arg, progress_adapter, quiet, read_struct, str_arg, str_array, unbox,
+    unigrpo_cancel_token, unigrpo_error, unigrpo_model,
 };
 use unigrpo::error::{Error, Result};
 use unigrpo::generate::{generate_batch, GenerateParams};
@@ -290,14 +291,10 @@ pub unsafe extern "C" fn unigrpo_generate(
     out: *mut *mut unigrpo_generation,
 ) -> *mut unigrpo_error {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: a model handle from unigrpo_model_load, or NULL.
-        let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
-        check_not_in_callback(m.id(), "unigrpo_generate")?;
+        // SAFETY: the out-parameter argument.
+        unsafe { clear_out(out) }?;
+        // SAFETY: the model handle argument.
+        let m = unsafe { model_arg(m, "unigrpo_generate") }?;
         // SAFETY: the host's arguments (checked inside); `out` is non-NULL.
         unsafe {
             generate_one(
@@ -331,9 +328,8 @@ pub unsafe extern "C" fn unigrpo_generate_batch(
         // SAFETY: the contract: `out` points to `n_prompts` writable handles.
         let slots = unsafe { std::slice::from_raw_parts_mut(out, n_prompts) };
         slots.iter_mut().for_each(|s| *s = std::ptr::null_mut());
-        // SAFETY: a model handle from unigrpo_model_load, or NULL.
-        let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
-        check_not_in_callback(m.id(), "unigrpo_generate_batch")?;
+        // SAFETY: the model handle argument.
+        let m = unsafe { model_arg(m, "unigrpo_generate_batch") }?;
         if n_prompts == 0 {
             return Err(Error::invalid("n_prompts is 0"));
         }

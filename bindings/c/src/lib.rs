@@ -109,6 +109,16 @@ pub(crate) fn quiet<T>(default: T, f: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(default)
 }
 
+/// An out-parameter: NULL is an error; otherwise it is set to NULL before anything else runs.
+pub(crate) unsafe fn clear_out<T>(out: *mut *mut T) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(null_arg("out"));
+    }
+    // SAFETY: a non-NULL out-parameter owned by the host.
+    unsafe { *out = std::ptr::null_mut() };
+    Ok(())
+}
+
 pub(crate) fn null_arg(name: &str) -> Error {
     Error::new(ErrorKind::NullArgument, format!("{name} is NULL"))
 }

@@ -1,7 +1,9 @@
 //! Models.
 
+use super::clear_out;
 use std::ffi::{c_char, CString};
 use std::sync::Arc;
+use unigrpo::error::Error;
 
 use super::layout::{fields, size_through, Field};
 use super::{
@@ -20,6 +22,18 @@ impl unigrpo_model {
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.inner) as usize
     }
+}
+
+/// The model behind a handle, for a call named `what` (NULL and re-entry from its callbacks
+/// refused).
+pub(crate) unsafe fn model_arg<'a>(
+    m: *const unigrpo_model,
+    what: &str,
+) -> Result<&'a unigrpo_model, Error> {
+    // SAFETY: a model handle from unigrpo_model_load, or NULL.
+    let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
+    super::check_not_in_callback(m.id(), what)?;
+    Ok(m)
 }
 
 /// Options for `unigrpo_model_load`; set `struct_size` and defaults with `_init`.
@@ -93,11 +107,8 @@ pub unsafe extern "C" fn unigrpo_model_load(
     out: *mut *mut unigrpo_model,
 ) -> *mut unigrpo_error {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the out-parameter argument.
+        unsafe { clear_out(out) }?;
         // SAFETY: a string argument.
         let dir = unsafe { str_arg(model_dir, "model_dir") }?;
         let opts = if o.is_null() {

@@ -1,6 +1,7 @@
 //! Split phases: a trainer step is a rollout, its rewards, and an update. Rewards can come later,
 //! from another thread, process or machine (a remote judge).
 
+use super::clear_out;
 use std::ffi::{c_char, CString};
 
 use super::stats::{stats_size, write_stats};
@@ -36,11 +37,8 @@ pub unsafe extern "C" fn unigrpo_trainer_rollout(
     out: *mut *mut unigrpo_rollout,
 ) -> *mut unigrpo_error {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the out-parameter argument.
+        unsafe { clear_out(out) }?;
         // SAFETY: the handle argument.
         let t = unsafe { trainer_mut(t, "unigrpo_trainer_rollout") }?;
         if n_prompts == 0 {

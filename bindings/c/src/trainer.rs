@@ -1,5 +1,6 @@
 //! Fine-tuning with the host's reward.
 
+use super::{clear_out, model::model_arg};
 use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
@@ -98,14 +99,10 @@ pub unsafe extern "C" fn unigrpo_trainer_new(
     out: *mut *mut unigrpo_trainer,
 ) -> *mut unigrpo_error {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: a model handle from unigrpo_model_load, or NULL.
-        let m = unsafe { m.as_ref() }.ok_or_else(|| null_arg("model"))?;
-        check_not_in_callback(m.id(), "unigrpo_trainer_new")?;
+        // SAFETY: the out-parameter argument.
+        unsafe { clear_out(out) }?;
+        // SAFETY: the model handle argument.
+        let m = unsafe { model_arg(m, "unigrpo_trainer_new") }?;
         let defaults = to_c(&TrainConfig::defaults(&*m.inner));
         let c = if p.is_null() {
             defaults
@@ -225,11 +222,8 @@ pub unsafe extern "C" fn unigrpo_trainer_generate(
     out: *mut *mut unigrpo_generation,
 ) -> *mut unigrpo_error {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: `out` is a non-NULL out-parameter owned by the host.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the out-parameter argument.
+        unsafe { clear_out(out) }?;
         // SAFETY: the handle argument.
         let t = unsafe { trainer_ref(t, "unigrpo_trainer_generate") }?;
         // SAFETY: the host's arguments (checked inside); `out` is non-NULL.
