@@ -341,6 +341,18 @@ typedef struct unigrpo_step_stats {
    */
   float text_consistency;
   float image_consistency;
+  /*
+   Version 2. Norm before clipping of the shared group's gradient.
+   */
+  float shared_grad_norm;
+  /*
+   Version 2. The velocity-MSE weight the step used (adaptive with velocity_mse_target).
+   */
+  float velocity_mse_weight;
+  /*
+   Version 2. Groups replaced by dynamic sampling's resampling in this step.
+   */
+  uint32_t resampled_groups;
 } unigrpo_step_stats;
 
 typedef struct unigrpo_train_params {
@@ -451,6 +463,33 @@ typedef struct unigrpo_train_params {
    Version 2. Draw the window's start per group from (seed, step, prompt index).
    */
   bool sde_window_random;
+  /*
+   Version 2. Clip each parameter group's gradient (text, image, shared) to max_grad_norm
+   on its own instead of their joint norm. Default false.
+   */
+  bool clip_per_group;
+  /*
+   Version 2. Adaptive velocity-MSE weight: starts at velocity_mse_weight, doubles after a
+   step whose velocity MSE exceeds 1.5 x this target, halves below target / 1.5 (kept in
+   checkpoints, reported in the stats); 0 = a fixed weight. Default 0.
+   */
+  float velocity_mse_target;
+  /*
+   Version 2. Dynamic sampling of zero-spread groups: 0 = off, 1 = skip (they leave the
+   policy terms' normalisers), 2 = resample (unigrpo_trainer_step only: their prompts are
+   rolled out again and the reward called for the replacements, then skip); other =
+   UNIGRPO_ERR_INVALID_ARGUMENT.
+   */
+  uint32_t dynamic_sampling;
+  /*
+   Version 2. Most resampling rounds per step (dynamic_sampling = 2). Default 2.
+   */
+  uint32_t resample_rounds;
+  /*
+   Version 2. Stochastic step of the rollouts: 0 = "sde" (FlowGRPO), 1 = "cps"
+   (coefficient-preserving); other = UNIGRPO_ERR_INVALID_ARGUMENT.
+   */
+  uint32_t sde_type;
 } unigrpo_train_params;
 
 /*

@@ -9,7 +9,7 @@
 # Results go to runs/ladder/<rung>-<label>-seed<S>/ (train.log, metrics.jsonl, eval.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=./target/release/unigrpo
+bin=${UNIGRPO_BIN:-./target/release/unigrpo}
 model=models/tiny-shapes
 rung=${1:?rung1 or summary}
 label=${2:-defaults}

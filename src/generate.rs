@@ -94,7 +94,8 @@ pub fn build_conditioning(
     Ok(Conditioning { inputs })
 }
 
-/// Denoise a batch from its noise streams. `noise_level` 0 = Euler ODE, else SDE (log-probs kept).
+/// Denoise a batch from its noise streams: Euler ODE steps where `noise` has no stochastic step
+/// (level 0, or a CPS step to t = 0; log-prob NaN there), else its SDE or CPS step (log-probs kept).
 /// The initial latents are `x0` when given, else each row's first draw from its noise stream.
 /// With `sde_steps`, row i takes SDE steps only at the steps in `sde_steps[i]` (an SDE window)
 /// and Euler ODE steps elsewhere (log-prob NaN there).
@@ -106,7 +107,7 @@ pub fn denoise(
     x0: Option<ArrayD<f32>>,
     noise_rngs: &mut [ChaCha8Rng],
     grid: &[f64],
-    noise_level: f64,
+    noise: sampler::StepNoise,
     sde_steps: Option<&[std::ops::Range<usize>]>,
     keep_trajectory: bool,
     cancel: Option<&CancelToken>,
@@ -140,15 +141,14 @@ pub fn denoise(
         {
             let xs = x.as_slice().expect("contiguous");
             let ns = next.as_slice_mut().expect("contiguous");
-            let coef =
-                (noise_level > 0.0).then(|| sampler::sde_coefficients(t, t_next, noise_level, t1));
-            for (i, noise) in noise_rngs.iter_mut().enumerate() {
+            let coef = noise.coefficients(t, t_next, t1);
+            for (i, stream) in noise_rngs.iter_mut().enumerate() {
                 let r = i * d..(i + 1) * d;
                 let in_window = sde_steps.is_none_or(|w| w[i].contains(&j));
                 let lp = match coef.as_ref().filter(|_| in_window) {
-                    // sigma is taken at t > 0, so the last step (to t = 0) is an SDE step too
+                    // SDE: sigma is taken at t > 0, so the last step (to t = 0) is stochastic too
                     Some(c) => {
-                        rng::fill_normal(noise, &mut z);
+                        rng::fill_normal(stream, &mut z);
                         sampler::sde_step(&xs[r.clone()], &vs[r.clone()], &z, c, &mut ns[r.clone()])
                     }
                     None => {
@@ -203,7 +203,7 @@ pub fn denoise_seeded(
     initial_seeds: Option<&[u64]>,
     sde_steps: Option<&[std::ops::Range<usize>]>,
     steps: u32,
-    noise_level: f64,
+    noise: sampler::StepNoise,
     keep_trajectory: bool,
     cancel: Option<&CancelToken>,
     progress: &mut Progress<'_>,
@@ -214,7 +214,7 @@ pub fn denoise_seeded(
             .map(|&s| rng::stream(s, rng::STREAM_NOISE))
             .collect()
     };
-    let mut noise = streams(seeds);
+    let mut rngs = streams(seeds);
     let grid = sampler::timestep_grid(steps as usize, model.manifest().sampler.shift);
     let x0 = initial_seeds.map(|s| {
         let shape = &model.image.latent_shape;
@@ -225,9 +225,9 @@ pub fn denoise_seeded(
         params,
         cond,
         x0,
-        &mut noise,
+        &mut rngs,
         &grid,
-        noise_level,
+        noise,
         sde_steps,
         keep_trajectory,
         cancel,
@@ -319,7 +319,7 @@ pub fn generate_batch(
         None,
         None,
         p.num_steps,
-        p.noise_level as f64,
+        sampler::StepNoise::sde(p.noise_level as f64),
         false,
         cancel,
         progress,

@@ -11,7 +11,7 @@ mod train;
 
 pub use generate::{GenerateParams, GENERATE_OPTIONS};
 pub use stats::{StepStats, STEP_STATS};
-pub use train::{TextAggregation, TrainConfig, TRAIN_OPTIONS};
+pub use train::{DynamicSampling, SdeType, TextAggregation, TrainConfig, TRAIN_OPTIONS};
 
 use crate::error::{Error, Result};
 
@@ -123,6 +123,46 @@ macro_rules! option_type {
         }
     };
 }
+/// A choice option: a C-like enum with its names (C passes the index as `uint32_t`), the
+/// first variant its `Default`.
+macro_rules! choice_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub enum $name {
+            #[default]
+            $($(#[$vm])* $v,)+
+        }
+        impl $name {
+            pub const NAMES: &'static [&'static str] = &[$($s),+];
+            const ALL: &'static [$name] = &[$($name::$v),+];
+            pub fn name(self) -> &'static str {
+                Self::NAMES[self as usize]
+            }
+            /// By C value (the index in `NAMES`).
+            pub fn from_index(i: u32) -> Option<$name> {
+                Self::ALL.get(i as usize).copied()
+            }
+        }
+        impl $crate::options::OptionType for $name {
+            const KIND: $crate::options::Kind = $crate::options::Kind::Choice($name::NAMES);
+            fn to_value(self) -> $crate::options::Value {
+                $crate::options::Value::Choice(self.name())
+            }
+            fn from_value(v: $crate::options::Value) -> Option<Self> {
+                match v {
+                    $crate::options::Value::Choice(s) => Self::NAMES
+                        .iter()
+                        .position(|n| *n == s)
+                        .and_then(|i| Self::from_index(i as u32)),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use choice_enum;
+
 option_type!(u32, U32);
 option_type!(u64, U64);
 option_type!(f32, F32);

@@ -44,5 +44,11 @@ option_struct! {
         text_consistency: f32 { ord: 18, flag: "", default: |_: &NoDefaults| 0.0, range: Range::any(), legacy: None }
         /// First update: max |recomputed - rollout| denoising-step log-prob.
         image_consistency: f32 { ord: 19, flag: "", default: |_: &NoDefaults| 0.0, range: Range::any(), legacy: None }
+        /// Norm of the shared group's gradient before clipping, mean over the optimiser steps.
+        shared_grad_norm: f32 { ord: 20, flag: "", default: |_: &NoDefaults| 0.0, range: Range::any(), legacy: None }
+        /// The velocity-MSE weight the step used (adaptive with velocity_mse_target).
+        velocity_mse_weight: f32 { ord: 21, flag: "", default: |_: &NoDefaults| 0.0, range: Range::any(), legacy: None }
+        /// Groups replaced by dynamic sampling's resampling in this step.
+        resampled_groups: u32 { ord: 22, flag: "", default: |_: &NoDefaults| 0, range: Range::any(), legacy: None }
     }
 }

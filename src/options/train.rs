@@ -1,33 +1,41 @@
 //! The training options: `TrainConfig`, `unigrpo_train_params` and `unigrpo train`'s flags.
 
-use super::{option_struct, Kind, OptionType, Range, Value};
+use super::{option_struct, Range, Value};
 use crate::error::{Error, Result};
 use crate::package::Manifest;
 
-/// Normaliser of the text GRPO loss over an optimiser step's share.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TextAggregation {
-    /// Sum over every reasoning token of the share divided by their number (TRL's default).
-    #[default]
-    Dapo,
-    /// Per-sequence mean of the token terms, then the mean over the share's samples
-    /// (DeepSeekMath): every sequence weighs the same whatever its length.
-    Grpo,
+super::choice_enum! {
+    /// Normaliser of the text GRPO loss over an optimiser step's share.
+    pub enum TextAggregation {
+        /// Sum over every reasoning token of the share divided by their number (TRL's default).
+        Dapo = "dapo",
+        /// Per-sequence mean of the token terms, then the mean over the share's samples
+        /// (DeepSeekMath): every sequence weighs the same whatever its length.
+        Grpo = "grpo",
+    }
 }
 
-impl TextAggregation {
-    pub const NAMES: &'static [&'static str] = &["dapo", "grpo"];
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
+super::choice_enum! {
+    /// Dynamic sampling (DAPO) of the groups whose rewards are all equal (zero advantage).
+    pub enum DynamicSampling {
+        /// They stay in every normaliser.
+        Off = "off",
+        /// They leave the policy terms' normalisers (their regularisers stay).
+        Skip = "skip",
+        /// The trainer step rolls their prompts out again and asks the reward for the
+        /// replacements only (at most `resample_rounds` rounds), then skips what stays flat.
+        Resample = "resample",
     }
-    /// By C value (0 = dapo, 1 = grpo).
-    pub fn from_index(i: u32) -> Option<TextAggregation> {
-        match i {
-            0 => Some(TextAggregation::Dapo),
-            1 => Some(TextAggregation::Grpo),
-            _ => None,
-        }
+}
+
+super::choice_enum! {
+    /// The stochastic denoising step of the rollouts (algorithm.md section 3).
+    pub enum SdeType {
+        /// FlowGRPO's SDE step: sigma_t = a sqrt(t / (1 - t)), std sigma_t sqrt(-dt).
+        Sde = "sde",
+        /// Coefficient-preserving sampling (arXiv 2509.05952): x_next = (1 - t') x0_hat +
+        /// t' cos(a pi / 2) eps_hat + t' sin(a pi / 2) z; the last step is deterministic.
+        Cps = "cps",
     }
 }
 
@@ -47,22 +55,6 @@ impl TextAggregation {
                     .map(|&l| if l == 0 { 0.0 } else { 1.0 / (l as f64 * m) })
                     .collect()
             }
-        }
-    }
-}
-
-impl OptionType for TextAggregation {
-    const KIND: Kind = Kind::Choice(TextAggregation::NAMES);
-    fn to_value(self) -> Value {
-        Value::Choice(self.name())
-    }
-    fn from_value(v: Value) -> Option<Self> {
-        match v {
-            Value::Choice(s) => Self::NAMES
-                .iter()
-                .position(|n| *n == s)
-                .and_then(|i| Self::from_index(i as u32)),
-            _ => None,
         }
     }
 }
@@ -166,6 +158,26 @@ option_struct! {
         /// Draw the SDE window's start per group from (seed, step, prompt index).
         sde_window_random: bool { ord: 32, flag: "sde-window-random", default: |_: &Manifest| false,
             range: Range::any(), legacy: Some(Value::Bool(false)) }
+        /// Clip each parameter group's gradient (text, image, shared) to max_grad_norm on its
+        /// own instead of their joint norm (one policy's large gradient no longer shrinks the
+        /// other's step).
+        clip_per_group: bool { ord: 33, flag: "clip-per-group", default: |_: &Manifest| false,
+            range: Range::any(), legacy: Some(Value::Bool(false)) }
+        /// Adaptive velocity-MSE weight: the weight is trainer state, starts at
+        /// velocity_mse_weight and after each step doubles when the step's velocity MSE exceeds
+        /// 1.5 x this target and halves below target / 1.5 (PPO's adaptive KL rule); 0 = a fixed
+        /// weight.
+        velocity_mse_target: f32 { ord: 34, flag: "velocity-mse-target", default: |_: &Manifest| 0.0,
+            range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+        /// Dynamic sampling of zero-spread groups: off, skip or resample (DAPO).
+        dynamic_sampling: DynamicSampling { ord: 35, flag: "dynamic-sampling", default: |_: &Manifest| DynamicSampling::Off,
+            range: Range::any(), legacy: Some(Value::Choice("off")) }
+        /// Most rounds of re-sampling per trainer step (dynamic_sampling = resample).
+        resample_rounds: u32 { ord: 36, flag: "resample-rounds", default: |_: &Manifest| 2,
+            range: Range::closed(0.0, 64.0), legacy: Some(Value::U32(2)) }
+        /// Stochastic step of the rollouts: sde (FlowGRPO) or cps (coefficient-preserving).
+        sde_type: SdeType { ord: 37, flag: "sde-type", default: |_: &Manifest| SdeType::Sde,
+            range: Range::any(), legacy: Some(Value::Choice("sde")) }
     }
 }
 
@@ -174,6 +186,14 @@ impl TrainConfig {
     pub fn trained_steps(&self) -> usize {
         ((self.train_timestep_fraction as f64 * self.num_steps as f64).floor() as usize)
             .clamp(1, self.num_steps as usize)
+    }
+
+    /// The rollouts' stochastic step.
+    pub fn step_noise(&self) -> crate::sampler::StepNoise {
+        crate::sampler::StepNoise {
+            level: self.noise_level as f64,
+            kind: self.sde_type,
+        }
     }
 
     /// The image drift bound in use (`max_image_drift`, or its automatic value).
@@ -213,6 +233,17 @@ impl TrainConfig {
                 "the SDE window of {} steps from step {} does not fit in {} rollout steps",
                 self.sde_window, self.sde_window_start, self.num_steps
             )));
+        }
+        if self.sde_type == SdeType::Cps && self.noise_level > 1.0 {
+            return Err(Error::invalid(format!(
+                "noise_level {} with sde_type cps: the CPS noise share is sin(a pi / 2), a must be in (0, 1]",
+                self.noise_level
+            )));
+        }
+        if self.velocity_mse_target > 0.0 && self.velocity_mse_weight <= 0.0 {
+            return Err(Error::invalid(
+                "velocity_mse_target needs a velocity_mse_weight > 0 to start the adaptive weight from",
+            ));
         }
         if !self.train_text && !self.train_image {
             return Err(Error::invalid(

@@ -1,5 +1,44 @@
 //! Flow-matching samplers (algorithm.md section 3): the shifted timestep grid, the Euler ODE step
-//! and the FlowGRPO SDE step with its per-step log-probability. All arithmetic in f64.
+//! and the two stochastic steps (FlowGRPO's SDE step and the coefficient-preserving CPS step),
+//! both of the form `x_next = cx x + cv v + std z` with a normalised Gaussian per-step
+//! log-probability. All arithmetic in f64.
+
+pub use crate::options::SdeType;
+
+/// The stochastic step of a denoising run: its kind and noise level `a` (0 = Euler ODE).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepNoise {
+    pub level: f64,
+    pub kind: SdeType,
+}
+
+impl StepNoise {
+    /// The ODE sampler (no noise, no log-probs).
+    pub const ODE: StepNoise = StepNoise {
+        level: 0.0,
+        kind: SdeType::Sde,
+    };
+
+    /// FlowGRPO's SDE step at noise level `a`.
+    pub fn sde(a: f64) -> StepNoise {
+        StepNoise {
+            level: a,
+            kind: SdeType::Sde,
+        }
+    }
+
+    /// The coefficients of the stochastic step from `t` to `t_next` (`t1` the first grid point
+    /// below 1), or None where the step is deterministic: no noise, or a CPS step to t = 0.
+    pub fn coefficients(&self, t: f64, t_next: f64, t1: f64) -> Option<SdeCoefficients> {
+        if self.level <= 0.0 {
+            return None;
+        }
+        match self.kind {
+            SdeType::Sde => Some(sde_coefficients(t, t_next, self.level, t1)),
+            SdeType::Cps => (t_next > 0.0).then(|| cps_coefficients(t, t_next, self.level)),
+        }
+    }
+}
 
 /// `t' = s t / (1 + (s - 1) t)` on a uniform grid from 1 to 0: `steps + 1` points.
 pub fn timestep_grid(steps: usize, shift: f64) -> Vec<f64> {
@@ -43,6 +82,26 @@ pub fn sde_coefficients(t: f64, t_next: f64, a: f64, t1: f64) -> SdeCoefficients
         cx: 1.0 + s2 / (2.0 * t) * dt,
         cv: (1.0 + s2 * (1.0 - t) / (2.0 * t)) * dt,
         std: sigma * (-dt).sqrt(),
+    }
+}
+
+/// The coefficient-preserving step (CPS, arXiv 2509.05952) from `t` to `t_next > 0` at noise
+/// level `a`: with `x0_hat = x - t v` and `eps_hat = x + (1 - t) v`,
+/// `x_next = (1 - t') x0_hat + t' cos(a pi / 2) eps_hat + t' sin(a pi / 2) z`, so the noise
+/// share of `x_next` keeps the norm `t'` of the flow's interpolant. Written as `mu = cx x + cv v`:
+/// `cx = (1 - t') + t' cos`, `cv = -t (1 - t') + t' cos (1 - t)`, `std = t' sin` (`sigma`
+/// holds `std` too). flow_grpo's CPS log-prob drops the Gaussian's normaliser; here it is the
+/// same normalised density as the SDE step's, so the image clip range keeps its meaning.
+pub fn cps_coefficients(t: f64, t_next: f64, a: f64) -> SdeCoefficients {
+    let (c, s) = (
+        (a * std::f64::consts::FRAC_PI_2).cos(),
+        (a * std::f64::consts::FRAC_PI_2).sin(),
+    );
+    SdeCoefficients {
+        sigma: t_next * s,
+        cx: (1.0 - t_next) + t_next * c,
+        cv: -t * (1.0 - t_next) + t_next * c * (1.0 - t),
+        std: t_next * s,
     }
 }
 
@@ -110,6 +169,42 @@ mod tests {
         // mean of [-(0.35)^2/(2*0.35^2), 0] - ln 0.35 - ln sqrt(2 pi) = -0.25 - ln 0.35 - 0.918939
         let want = -0.25 - 0.35f64.ln() - 0.918_938_533_204_672_7;
         assert!((lp - want).abs() < 1e-5, "{lp} vs {want}");
+    }
+
+    #[test]
+    fn cps_step_matches_hand_computed_values() {
+        // t = 0.5, t' = 0.25, a = 0.5: cos = sin = sqrt(1/2) = 0.70710678
+        let r = std::f64::consts::FRAC_1_SQRT_2;
+        let c = cps_coefficients(0.5, 0.25, 0.5);
+        // cx = 0.75 + 0.25 r ; cv = -0.5 * 0.75 + 0.25 r * 0.5 ; std = 0.25 r
+        assert!((c.cx - (0.75 + 0.25 * r)).abs() < 1e-12, "{c:?}");
+        assert!((c.cv - (-0.375 + 0.125 * r)).abs() < 1e-12, "{c:?}");
+        assert!((c.std - 0.25 * r).abs() < 1e-12, "{c:?}");
+        // the same mean from the paper's form: (1 - t') x0_hat + t' cos eps_hat
+        let (x, v) = (0.8f64, -0.6f64);
+        let (x0, eps) = (x - 0.5 * v, x + 0.5 * v);
+        let want = 0.75 * x0 + 0.25 * r * eps;
+        assert!((c.cx * x + c.cv * v - want).abs() < 1e-12);
+        // coefficient preserving: on the straight path x = (1 - t) x0 + t eps with v = eps - x0,
+        // the mean plus noise has signal coefficient (1 - t') and noise norm^2 t'^2
+        let (x0, e) = (1.5f64, -0.5f64);
+        let xt = 0.5 * x0 + 0.5 * e;
+        let mu = c.cx * xt + c.cv * (e - x0);
+        assert!((mu - (0.75 * x0 + 0.25 * r * e)).abs() < 1e-12);
+        assert!(((0.25 * r).powi(2) + c.std.powi(2) - 0.0625).abs() < 1e-12);
+        // a CPS step to t = 0 is deterministic (never trained); the SDE step has noise there
+        let n = StepNoise {
+            level: 0.7,
+            kind: SdeType::Cps,
+        };
+        assert!(n.coefficients(0.25, 0.0, 0.9).is_none());
+        assert!(n.coefficients(0.5, 0.25, 0.9).is_some());
+        assert!(StepNoise::sde(0.7).coefficients(0.25, 0.0, 0.9).is_some());
+        assert!(StepNoise::ODE.coefficients(0.5, 0.25, 0.9).is_none());
+        // its log-prob is the normalised Gaussian density of sde_logprob: at x_next = mu,
+        // -ln std - ln sqrt(2 pi)
+        let lp = sde_logprob(&[want as f32], &[want], c.std);
+        assert!((lp - (-(c.std.ln()) - 0.918_938_533_204_672_7)).abs() < 1e-6);
     }
 
     #[test]

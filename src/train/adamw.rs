@@ -56,6 +56,33 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// 0 = no clip.
     pub max_grad_norm: f64,
+    /// Clip each group's gradient to `max_grad_norm` on its own instead of the joint norm.
+    pub clip_per_group: bool,
+}
+
+/// Gradient norms before clipping: of everything and of each group (by `Group as usize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Norms {
+    pub global: f64,
+    pub groups: [f64; 3],
+}
+
+/// The factor `max / (norm + 1e-6)` when `norm` exceeds `max > 0`, else 1.
+pub fn clip_factor(norm: f64, max: f64) -> f64 {
+    if max > 0.0 && norm > max {
+        max / (norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+/// The gradient scale of each group: one factor from the joint norm, or one per group's norm.
+pub fn clip_scales(n: &Norms, cfg: &AdamWConfig) -> [f64; 3] {
+    if cfg.clip_per_group {
+        n.groups.map(|g| clip_factor(g, cfg.max_grad_norm))
+    } else {
+        [clip_factor(n.global, cfg.max_grad_norm); 3]
+    }
 }
 
 /// First and second moments per parameter, and the number of steps taken.
@@ -73,16 +100,6 @@ pub struct OptimState {
     pub opt: AdamWState,
 }
 
-/// Global L2 norm of all gradients.
-pub fn global_norm(grads: &BTreeMap<String, ArrayD<f64>>) -> f64 {
-    grads
-        .values()
-        .flat_map(|g| g.iter())
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
-}
-
 /// L2 norms of the gradients of each group (indexed by `Group as usize`), in one pass.
 pub fn group_norms(grads: &BTreeMap<String, ArrayD<f64>>, groups: &ParamGroups) -> [f64; 3] {
     let mut sq = [0f64; 3];
@@ -92,23 +109,23 @@ pub fn group_norms(grads: &BTreeMap<String, ArrayD<f64>>, groups: &ParamGroups) 
     sq.map(f64::sqrt)
 }
 
-/// One AdamW step (decoupled weight decay); gradients are clipped to the global norm first.
+/// One AdamW step (decoupled weight decay); gradients are clipped first (`clip_scales`).
 /// Reads the state from `src` when given (out of place: `dst` may hold stale buffers, which are
 /// overwritten, so no copy of the whole state is made beforehand) or from `dst` itself. Tensors
-/// without a gradient keep their values and moments. Returns the norm before clipping.
+/// without a gradient keep their values and moments. Returns the norms before clipping.
 pub fn adamw_step(
     src: Option<&OptimState>,
     dst: &mut OptimState,
     grads: &BTreeMap<String, ArrayD<f64>>,
     groups: &ParamGroups,
     cfg: &AdamWConfig,
-) -> f64 {
-    let norm = global_norm(grads);
-    let scale = if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
-        cfg.max_grad_norm / (norm + 1e-6)
-    } else {
-        1.0
+) -> Norms {
+    let groups_n = group_norms(grads, groups);
+    let norms = Norms {
+        global: groups_n.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        groups: groups_n,
     };
+    let scales = clip_scales(&norms, cfg);
     if let Some(src) = src {
         // the structure of dst becomes src's (same names; buffers reused where shapes agree)
         sync_into(&src.params.values, &mut dst.params.values);
@@ -124,7 +141,8 @@ pub fn adamw_step(
         if !dst.params.values.contains_key(name) {
             continue;
         }
-        let lr = cfg.lr[groups.of(name) as usize];
+        let gi = groups.of(name) as usize;
+        let (lr, scale) = (cfg.lr[gi], scales[gi]);
         let shape = dst.params.values[name].raw_dim();
         let zeros = || ArrayD::<f32>::zeros(shape.clone());
         let m = dst.opt.m.entry(name.clone()).or_insert_with(zeros);
@@ -165,7 +183,7 @@ pub fn adamw_step(
             p[k] = (p0 as f64 * (1.0 - lr * cfg.weight_decay) - lr * upd) as f32;
         }
     }
-    norm
+    norms
 }
 
 /// Make `dst` hold exactly `src`'s tensors, reusing `dst`'s buffers where the shapes agree.
@@ -213,6 +231,7 @@ mod tests {
             eps: 1e-8,
             weight_decay: wd,
             max_grad_norm: clip,
+            clip_per_group: false,
         }
     }
 
@@ -227,7 +246,7 @@ mod tests {
             &ParamGroups::default(),
             &cfg(0.1, 0.01, 0.0),
         );
-        assert!((norm - (0.25f64 + 4.0).sqrt()).abs() < 1e-12);
+        assert!((norm.global - (0.25f64 + 4.0).sqrt()).abs() < 1e-12);
         let w = &s.params.values["w"];
         assert!(
             (w[0] as f64 - (1.0 * (1.0 - 0.001) - 0.1)).abs() < 1e-6,
@@ -253,7 +272,8 @@ mod tests {
                 &grads(vec![3.0, 4.0]),
                 &ParamGroups::default(),
                 &cfg(0.1, 0.0, 1.0)
-            ),
+            )
+            .global,
             5.0
         );
         assert!((s.opt.m["w"][0] as f64 - 0.1 * 0.6).abs() < 1e-6);
@@ -310,5 +330,49 @@ mod tests {
             assert!((s.params.values[n][0] as f64 + lr).abs() < 1e-6, "{n}");
         }
         assert!((group_norms(&g, &groups)[Group::Text as usize] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn per_group_clip_scales_each_group_by_its_own_norm() {
+        // text gradient (3, 4): norm 5; image gradient 0.5: norm 0.5; max 1
+        let names: Vec<String> = ["t", "i"].iter().map(|s| s.to_string()).collect();
+        let groups = ParamGroups::classify(&names, |n| n == "t", |n| n == "i");
+        let g = BTreeMap::from([
+            (
+                "t".to_string(),
+                ArrayD::from_shape_vec(vec![2], vec![3.0, 4.0]).unwrap(),
+            ),
+            (
+                "i".to_string(),
+                ArrayD::from_shape_vec(vec![1], vec![0.5]).unwrap(),
+            ),
+        ]);
+        let run = |per_group: bool| {
+            let mut s = OptimState::default();
+            for (n, len) in [("t", 2), ("i", 1)] {
+                s.params.names.push(n.to_string());
+                s.params
+                    .values
+                    .insert(n.to_string(), ArrayD::zeros(vec![len]));
+            }
+            let c = AdamWConfig {
+                clip_per_group: per_group,
+                ..cfg(0.1, 0.0, 1.0)
+            };
+            let n = adamw_step(None, &mut s, &g, &groups, &c);
+            (n, s.opt.m)
+        };
+        let (n, joint) = run(false);
+        let global = (25.0f64 + 0.25).sqrt();
+        assert!((n.global - global).abs() < 1e-12);
+        assert!((n.groups[Group::Text as usize] - 5.0).abs() < 1e-12);
+        assert!((n.groups[Group::Image as usize] - 0.5).abs() < 1e-12);
+        // joint: every gradient times 1 / 5.0249 (m = 0.1 g scale)
+        let sj = 1.0 / (global + 1e-6);
+        assert!((joint["i"][0] as f64 - 0.1 * 0.5 * sj).abs() < 1e-7);
+        let (_, per) = run(true);
+        // per group: text times 1 / 5, image unclipped (0.5 < 1)
+        assert!((per["t"][0] as f64 - 0.1 * 3.0 / (5.0 + 1e-6)).abs() < 1e-7);
+        assert!((per["i"][0] as f64 - 0.1 * 0.5).abs() < 1e-7);
     }
 }

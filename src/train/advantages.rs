@@ -9,7 +9,7 @@ pub fn group_advantages(
     groups: &[usize],
     global_std: bool,
     clip: f32,
-) -> (Vec<f32>, usize) {
+) -> (Vec<f32>, Vec<bool>) {
     let n_groups = groups.iter().copied().max().map_or(0, |g| g + 1);
     let mut sum = vec![0f64; n_groups];
     let mut cnt = vec![0usize; n_groups];
@@ -61,7 +61,7 @@ pub fn group_advantages(
             (((r as f64 - mean[g]) / (std + 1e-4)) as f32).clamp(-clip, clip)
         })
         .collect();
-    (adv, zero_spread.iter().filter(|&&z| z).count())
+    (adv, zero_spread)
 }
 
 #[cfg(test)]
@@ -80,7 +80,7 @@ mod tests {
             assert!((*x as f64 - w).abs() < 1e-6);
         }
         assert_eq!(&a[4..6], &[0.0, 0.0]);
-        assert_eq!(zero, 1);
+        assert_eq!(zero, vec![false, true, false]);
         assert!(a[7].is_nan());
         assert!((a[6] as f64 + 0.3 / 0.3001).abs() < 1e-5, "{}", a[6]);
         // clip

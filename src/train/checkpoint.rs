@@ -16,8 +16,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::package::ParamSet;
 
 const FORMAT: &str = "unigrpo-checkpoint";
-/// 2: the configuration from the option table, the current learning rates.
-const VERSION: u32 = 2;
+/// 2: the configuration from the option table, the current learning rates; 3: the adaptive
+/// velocity-MSE weight.
+const VERSION: u32 = 3;
 
 fn bytes_of(a: &ArrayD<f32>) -> Vec<u8> {
     a.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -130,6 +131,12 @@ impl Trainer {
                 "learning_rates".to_string(),
                 serde_json::to_string(&rates).expect("json"),
             ),
+            (
+                "velocity_mse_weight".to_string(),
+                crate::options::Value::F32(self.mse_weight)
+                    .to_json()
+                    .to_string(),
+            ),
             ("config".to_string(), self.config().to_json().to_string()),
         ]);
         write_atomic(path, &serialize(&tensors, &shapes, meta)?)
@@ -157,7 +164,8 @@ impl Trainer {
         )
     }
 
-    /// Restore parameters, optimiser state, step, random state and learning rates from `path`.
+    /// Restore parameters, optimiser state, step, random state, learning rates and the adaptive
+    /// velocity-MSE weight from `path`.
     /// The training configuration stays this trainer's; nothing changes if the file does not fit.
     /// Rollouts made before the load can no longer be used for an update.
     pub fn load(&mut self, path: &Path) -> Result<()> {
@@ -212,6 +220,20 @@ impl Trainer {
                     })?
             }
         };
+        // checkpoints before the adaptive weight: the configured weight
+        let mse_weight = match m.get("velocity_mse_weight") {
+            None => self.config().velocity_mse_weight,
+            Some(s) => s
+                .parse::<f32>()
+                .ok()
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .ok_or_else(|| {
+                    Error::format(format!(
+                        "{}: velocity_mse_weight {s:?} is not a finite weight >= 0",
+                        path.display()
+                    ))
+                })?,
+        };
         let mine = self.params();
         let mut params = ParamSet {
             names: mine.names.clone(),
@@ -239,7 +261,7 @@ impl Trainer {
                 }
             }
         }
-        self.restore(OptimState { params, opt }, step, seed, rates);
+        self.restore(OptimState { params, opt }, step, seed, rates, mse_weight);
         Ok(())
     }
 

@@ -25,7 +25,7 @@ pub use rollout::Rollout;
 pub use trainer::Trainer;
 pub use update::Update;
 
-pub use crate::options::{StepStats, TextAggregation, TrainConfig};
+pub use crate::options::{DynamicSampling, SdeType, StepStats, TextAggregation, TrainConfig};
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use crate::model::Model;
 use crate::package::ParamSet;
 use crate::progress::Progress;
 use crate::rng;
+use crate::sampler::StepNoise;
 use crate::text::{decode_reasoning, DecodeSettings, Reasoning, SamplingParams};
 
 use super::TrainConfig;
@@ -47,11 +48,33 @@ pub struct Rollout {
     /// floor(f T) steps without one).
     pub trained: Vec<std::ops::Range<usize>>,
     pub images: Vec<RgbImage>,
-    pub noise_level: f64,
+    /// The rollout's stochastic step (kind and noise level).
+    pub noise: StepNoise,
     pub temperature: f32,
 }
 
 impl Rollout {
+    /// Replace the samples of group `p` with those of `src`'s group `p` (same group size): their
+    /// seeds, reasoning, contexts, trajectories, trained steps and images. The conditioning is
+    /// left as it was: rebuild it from `contexts` after the last replacement.
+    pub fn replace_group(&mut self, p: usize, src: &Rollout) {
+        let rows = |r: &Rollout, g: usize| -> Vec<usize> {
+            (0..r.len()).filter(|&k| r.prompt_of[k] == g).collect()
+        };
+        for (d, s) in rows(self, p).into_iter().zip(rows(src, p)) {
+            self.seeds[d] = src.seeds[s];
+            self.prompt_ids[d].clone_from(&src.prompt_ids[s]);
+            self.reasoning[d] = src.reasoning[s].clone();
+            self.reasoning_text[d].clone_from(&src.reasoning_text[s]);
+            self.contexts[d].clone_from(&src.contexts[s]);
+            self.traj.latents[d].clone_from(&src.traj.latents[s]);
+            self.traj.velocities[d].clone_from(&src.traj.velocities[s]);
+            self.traj.logprobs[d].clone_from(&src.traj.logprobs[s]);
+            self.trained[d] = src.trained[s].clone();
+            self.images[d] = src.images[s].clone();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.prompt_of.len()
     }
@@ -120,12 +143,28 @@ pub fn rollout(
         initial_seeds,
         windows,
         cfg.num_steps,
-        cfg.noise_level as f64,
+        cfg.step_noise(),
         true,
         cancel,
         progress,
     )?;
     let images = decode_images(model, &x, cancel, progress)?;
+    let traj = traj.expect("trajectory kept");
+    // a deterministic step (only ever the last: a CPS step to t = 0) has no log-prob and is
+    // never trained
+    let noise = cfg.step_noise();
+    let (grid, t1) = (&traj.grid, traj.grid.get(1).copied().unwrap_or(0.0));
+    let stochastic = |j: usize| noise.coefficients(grid[j], grid[j + 1], t1).is_some();
+    let trained = match windows {
+        Some(w) => w.to_vec(),
+        None => vec![0..cfg.trained_steps(); seeds.len()],
+    }
+    .into_iter()
+    .map(|w| match w.end.checked_sub(1) {
+        Some(last) if last >= w.start && !stochastic(last) => w.start..last,
+        _ => w,
+    })
+    .collect();
     let reasoning_text = reasoning
         .iter()
         .map(|r| tok.decode(r.content(tok.end_reasoning)))
@@ -141,13 +180,10 @@ pub fn rollout(
         reasoning_text,
         contexts,
         cond,
-        traj: traj.expect("trajectory kept"),
-        trained: match windows {
-            Some(w) => w.to_vec(),
-            None => vec![0..cfg.trained_steps(); seeds.len()],
-        },
+        traj,
+        trained,
         images,
-        noise_level: cfg.noise_level as f64,
+        noise,
         temperature: cfg.temperature,
     })
 }

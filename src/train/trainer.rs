@@ -13,7 +13,7 @@ use super::collective::{Collective, Local};
 use super::objective::{Grads, Mode, Pass, Policies};
 use super::rollout::{self, Origin, Rollout};
 use super::update::Update;
-use super::{StepStats, TrainConfig};
+use super::{DynamicSampling, StepStats, TrainConfig};
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
@@ -40,6 +40,9 @@ pub struct Trainer {
     pub(super) groups: ParamGroups,
     /// Current learning rates of the (shared, text, image) groups.
     pub(super) rates: [f32; 3],
+    /// The velocity-MSE weight in use: `velocity_mse_weight`, adapted after every step when
+    /// `velocity_mse_target` > 0 (checkpointed).
+    pub(super) mse_weight: f32,
     pub(super) step: u64,
     /// The random state's seed (restored from checkpoints; starts as `config.seed`).
     pub(super) seed: u64,
@@ -61,6 +64,7 @@ impl Trainer {
         Ok(Trainer {
             seed: config.seed,
             rates: config.group_learning_rates(),
+            mse_weight: config.velocity_mse_weight,
             state: OptimState {
                 params,
                 opt: AdamWState::default(),
@@ -102,6 +106,10 @@ impl Trainer {
     /// Current learning rates of the (shared, text, image) parameter groups.
     pub fn learning_rates(&self) -> [f32; 3] {
         self.rates
+    }
+    /// The velocity-MSE weight the next step uses (adaptive with `velocity_mse_target`).
+    pub fn velocity_mse_weight(&self) -> f32 {
+        self.mse_weight
     }
 
     /// For schedules: from the next optimiser step the text-only and image-only groups use these
@@ -152,9 +160,15 @@ impl Trainer {
         self.collective.as_ref()
     }
 
-    /// Per sample, the SDE window of this step (None without one): `sde_window` steps from
-    /// `sde_window_start`, or from a start drawn per group from (seed, step, prompt index).
-    fn sde_windows(&self, n_prompts: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    /// Per sample of the groups of prompts `which` (round `round`), the SDE window (None without
+    /// one): `sde_window` steps from `sde_window_start`, or from a start drawn per group from
+    /// (seed, step, round and global prompt index).
+    fn sde_windows(
+        &self,
+        which: &[usize],
+        n_prompts: usize,
+        round: u64,
+    ) -> Option<Vec<std::ops::Range<usize>>> {
         let c = &self.config;
         let w = c.sde_window as usize;
         if w == 0 {
@@ -163,19 +177,17 @@ impl Trainer {
         let starts = c.num_steps as usize - w + 1;
         let g = c.group_size as usize;
         Some(
-            (0..n_prompts * g)
-                .map(|k| {
+            which
+                .iter()
+                .flat_map(|&p| {
                     let s = if c.sde_window_random {
-                        let d = crate::rng::derive_seed(
-                            self.seed,
-                            self.step,
-                            SDE_WINDOW_BASE + (k / g) as u64,
-                        );
-                        (d % starts as u64) as usize
+                        let key = SDE_WINDOW_BASE + round * n_prompts as u64 + p as u64;
+                        (crate::rng::derive_seed(self.seed, self.step, key) % starts as u64)
+                            as usize
                     } else {
                         c.sde_window_start as usize
                     };
-                    s..s + w
+                    std::iter::repeat_n(s..s + w, g)
                 })
                 .collect(),
         )
@@ -197,6 +209,7 @@ impl Trainer {
             eps: 1e-8,
             weight_decay: self.config.weight_decay as f64,
             max_grad_norm: self.config.max_grad_norm as f64,
+            clip_per_group: self.config.clip_per_group,
         }
     }
 
@@ -214,23 +227,46 @@ impl Trainer {
             return Err(Error::invalid("a trainer step needs at least one prompt"));
         }
         self.started = true;
-        let n = prompts.len() * self.config.group_size as usize;
-        let seeds: Vec<u64> = (0..n as u64)
-            .map(|k| crate::rng::derive_seed(self.seed, self.step, k))
-            .collect();
-        // group-shared initial noise: one seed per prompt (by its index in the step), apart from
-        // the samples' seeds
+        let all: Vec<usize> = (0..prompts.len()).collect();
+        let mut r = self.draw(prompts, &all, 0, cancel, progress)?;
+        r.origin = self.origin();
+        Ok(r)
+    }
+
+    /// The groups of the prompts `which` (indices into `prompts`, which the rollout's
+    /// `prompt_of` keeps) in round `round`: 0 = the step's own samples (sample k = p g + i of
+    /// prompt p has seed `derive_seed(seed, step, k)`), resampling rounds seeded past them
+    /// (`round n_samples + k`); group-shared initial noise and random SDE windows likewise per
+    /// (round, prompt).
+    fn draw(
+        &self,
+        prompts: &[&str],
+        which: &[usize],
+        round: u64,
+        cancel: Option<&CancelToken>,
+        progress: &mut Progress<'_>,
+    ) -> Result<Rollout> {
+        let g = self.config.group_size as u64;
+        let (n_prompts, n) = (prompts.len() as u64, prompts.len() as u64 * g);
+        let key = |base: u64, k: u64| crate::rng::derive_seed(self.seed, self.step, base + k);
+        let samples = || {
+            which
+                .iter()
+                .flat_map(move |&p| (0..g).map(move |i| (p as u64, p as u64 * g + i)))
+        };
+        let seeds: Vec<u64> = samples().map(|(_, k)| key(round * n, k)).collect();
+        // group-shared initial noise: one seed per (round, prompt), apart from the samples' seeds
         let initial: Option<Vec<u64>> = self.config.shared_initial_noise.then(|| {
-            let g = self.config.group_size as u64;
-            (0..n as u64)
-                .map(|k| crate::rng::derive_seed(self.seed, self.step, SHARED_NOISE_BASE + k / g))
+            samples()
+                .map(|(p, _)| key(SHARED_NOISE_BASE + round * n_prompts, p))
                 .collect()
         });
-        let windows = self.sde_windows(prompts.len());
+        let windows = self.sde_windows(which, prompts.len(), round);
+        let chosen: Vec<&str> = which.iter().map(|&p| prompts[p]).collect();
         let mut r = rollout::rollout(
             &self.model,
             &self.state.params,
-            prompts,
+            &chosen,
             &seeds,
             initial.as_deref(),
             windows.as_deref(),
@@ -238,8 +274,67 @@ impl Trainer {
             cancel,
             progress,
         )?;
+        r.prompts = prompts.iter().map(|s| s.to_string()).collect();
+        for p in r.prompt_of.iter_mut() {
+            *p = which[*p];
+        }
         r.origin = self.origin();
         Ok(r)
+    }
+
+    /// Dynamic sampling's resampling (DAPO): for at most `resample_rounds` rounds, roll the
+    /// prompts whose group's rewards all agree out again (seeded past the step's samples), ask
+    /// the reward for the replacements only, and take a replacement group that has a spread.
+    /// Returns the number of groups replaced; the conditioning is rebuilt when any was.
+    fn resample(
+        &self,
+        prompts: &[&str],
+        r: &mut Rollout,
+        rewards: &mut [f32],
+        reward: &mut dyn Reward,
+        cancel: Option<&CancelToken>,
+        progress: &mut Progress<'_>,
+    ) -> Result<u32> {
+        if self.collective.world_size() > 1 {
+            return Err(Error::invalid(
+                "dynamic_sampling resample is off with a collective (ranks would call the reward \
+                 different numbers of times): use skip",
+            ));
+        }
+        let mut replaced = 0u32;
+        for round in 1..=self.config.resample_rounds as u64 {
+            let (_, flat) = self.advantages(r, rewards);
+            let which: Vec<usize> = (0..prompts.len()).filter(|&p| flat[p]).collect();
+            if which.is_empty() {
+                break;
+            }
+            let sub = self.draw(prompts, &which, round, cancel, progress)?;
+            let sub_rewards = self.rewards(&sub, reward, cancel, progress)?;
+            let (_, sub_flat) = self.advantages(&sub, &sub_rewards);
+            for &p in &which {
+                if sub_flat[p] {
+                    continue;
+                }
+                r.replace_group(p, &sub);
+                let (dst, src) = (
+                    (0..r.len()).filter(|&k| r.prompt_of[k] == p),
+                    (0..sub.len()).filter(|&k| sub.prompt_of[k] == p),
+                );
+                for (d, s) in dst.zip(src) {
+                    rewards[d] = sub_rewards[s];
+                }
+                replaced += 1;
+            }
+        }
+        if replaced > 0 {
+            r.cond = crate::generate::build_conditioning(
+                &self.model,
+                &self.state.params,
+                &r.contexts,
+                cancel,
+            )?;
+        }
+        Ok(replaced)
     }
 
     /// Phase 2: the reward of every sample of `r` (one call), checked.
@@ -272,8 +367,9 @@ impl Trainer {
         Ok(rewards)
     }
 
-    /// Group-relative advantages of a rollout's rewards and the number of groups with zero spread.
-    pub fn advantages(&self, r: &Rollout, rewards: &[f32]) -> (Vec<f32>, usize) {
+    /// Group-relative advantages of a rollout's rewards, and per prompt whether its group's
+    /// rewards all agree (zero spread).
+    pub fn advantages(&self, r: &Rollout, rewards: &[f32]) -> (Vec<f32>, Vec<bool>) {
         group_advantages(
             rewards,
             &r.prompt_of,
@@ -322,7 +418,8 @@ impl Trainer {
         }
     }
 
-    /// One trainer step: rollout, rewards, update. Any failure leaves the trainer as it was.
+    /// One trainer step: rollout, rewards (with dynamic sampling's resampling rounds), update.
+    /// Any failure leaves the trainer as it was.
     pub fn step(
         &mut self,
         prompts: &[&str],
@@ -331,9 +428,16 @@ impl Trainer {
         progress: &mut Progress<'_>,
     ) -> Result<StepStats> {
         let started = Instant::now();
-        let r = self.rollout(prompts, cancel, progress)?;
-        let rewards = self.rewards(&r, reward, cancel, progress)?;
+        let mut r = self.rollout(prompts, cancel, progress)?;
+        let mut rewards = self.rewards(&r, reward, cancel, progress)?;
+        let resampled = match self.config.dynamic_sampling {
+            DynamicSampling::Resample => {
+                self.resample(prompts, &mut r, &mut rewards, reward, cancel, progress)?
+            }
+            _ => 0,
+        };
         let mut up = self.begin_update(&r, &rewards)?;
+        up.set_resampled(resampled);
         up.started_at(started);
         self.finish(up, &r, cancel, progress)
     }
@@ -359,16 +463,24 @@ impl Trainer {
             },
             cancel: None,
         };
-        let (grads, t) = self.objective(r, adv).evaluate(&pass, which)?;
+        let (grads, t) = self.objective(r, adv, &[]).evaluate(&pass, which)?;
         Ok((t.loss(), grads))
     }
 
     /// Restore a state (checkpoint loading); rollouts made before it become invalid.
-    pub(super) fn restore(&mut self, state: OptimState, step: u64, seed: u64, rates: [f32; 3]) {
+    pub(super) fn restore(
+        &mut self,
+        state: OptimState,
+        step: u64,
+        seed: u64,
+        rates: [f32; 3],
+        mse_weight: f32,
+    ) {
         self.state = state;
         self.step = step;
         self.seed = seed;
         self.rates = rates;
+        self.mse_weight = mse_weight;
         self.scratch = None;
         self.epoch += 1;
     }

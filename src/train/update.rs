@@ -6,10 +6,10 @@
 
 use std::time::Instant;
 
-use super::adamw::{adamw_step, group_norms, Group, OptimState};
+use super::adamw::{adamw_step, Group, OptimState};
 use super::objective::{batch, Grads, Mode, Objective, Pass, Policies, Terms};
 use super::rollout::{Origin, Rollout};
-use super::{StepStats, Trainer};
+use super::{DynamicSampling, StepStats, Trainer};
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reward::check_rewards;
@@ -19,12 +19,17 @@ pub struct Update {
     origin: Origin,
     rewards: Vec<f32>,
     advantages: Vec<f32>,
-    zero_groups: usize,
+    /// Per prompt: its group's rewards all agree.
+    zero_spread: Vec<bool>,
+    /// Per prompt: its group leaves the policy normalisers (dynamic sampling).
+    skipped: Vec<bool>,
     n_prompts: usize,
     /// None until the first `apply` (which writes it from the committed state).
     state: Option<OptimState>,
     spare: Option<OptimState>,
     applied: u32,
+    /// Groups replaced by dynamic sampling's resampling before this update.
+    resampled: u32,
     sums: Sums,
     started: Instant,
 }
@@ -35,6 +40,10 @@ impl Update {
     }
     pub fn rewards(&self) -> &[f32] {
         &self.rewards
+    }
+    /// Record how many groups dynamic sampling replaced before this update (for the stats).
+    pub fn set_resampled(&mut self, n: u32) {
+        self.resampled = n;
     }
     /// Optimiser steps applied so far.
     pub fn applied(&self) -> u32 {
@@ -55,6 +64,7 @@ struct Sums {
     norm: f64,
     text_norm: f64,
     image_norm: f64,
+    shared_norm: f64,
     text_consistency: f64,
     image_consistency: f64,
 }
@@ -79,16 +89,22 @@ impl Trainer {
             )));
         }
         check_rewards(rewards, r.len()).map_err(|e| Error::invalid(e.message().to_string()))?;
-        let (advantages, zero_groups) = self.advantages(r, rewards);
+        let (advantages, zero_spread) = self.advantages(r, rewards);
+        let skipped = match self.config.dynamic_sampling {
+            DynamicSampling::Off => Vec::new(),
+            DynamicSampling::Skip | DynamicSampling::Resample => zero_spread.clone(),
+        };
         Ok(Update {
             origin: o,
             rewards: rewards.to_vec(),
             advantages,
-            zero_groups,
+            zero_spread,
+            skipped,
             n_prompts: r.prompts.len(),
             state: None,
             spare: self.scratch.take(),
             applied: 0,
+            resampled: 0,
             sums: Sums::default(),
             started: Instant::now(),
         })
@@ -113,7 +129,7 @@ impl Trainer {
             return Err(Error::invalid(format!("update {u} of {k}: out of range")));
         }
         let share = batch::update_share(&up.rewards, k as usize, u as usize);
-        let obj = self.objective(r, &up.advantages);
+        let obj = self.objective(r, &up.advantages, &up.skipped);
         let pass = Pass {
             params: &self.current(up).params,
             share: &share,
@@ -133,13 +149,20 @@ impl Trainer {
         )
     }
 
-    pub(super) fn objective<'a>(&'a self, r: &'a Rollout, adv: &'a [f32]) -> Objective<'a> {
+    pub(super) fn objective<'a>(
+        &'a self,
+        r: &'a Rollout,
+        adv: &'a [f32],
+        skipped: &'a [bool],
+    ) -> Objective<'a> {
         Objective {
             model: &self.model,
             reference: &self.model.params,
             rollout: r,
             advantages: adv,
             config: &self.config,
+            velocity_mse_weight: self.mse_weight as f64,
+            skipped,
         }
     }
 
@@ -192,10 +215,10 @@ impl Trainer {
         s.loss += loss;
         s.text += terms.text_loss;
         s.image += terms.image_loss;
-        s.norm += norm;
-        let norms = group_norms(grads, &self.groups);
-        s.text_norm += norms[Group::Text as usize];
-        s.image_norm += norms[Group::Image as usize];
+        s.norm += norm.global;
+        s.text_norm += norm.groups[Group::Text as usize];
+        s.image_norm += norm.groups[Group::Image as usize];
+        s.shared_norm += norm.groups[Group::Shared as usize];
         if u == 0 {
             s.text_consistency = terms.text_consistency;
             s.image_consistency = terms.image_consistency;
@@ -244,7 +267,13 @@ impl Trainer {
         }
         self.scratch = Some(std::mem::replace(&mut self.state, new));
         self.step += 1;
-        Ok(self.stats(&up))
+        let stats = self.stats(&up);
+        self.mse_weight = adapt_mse_weight(
+            self.mse_weight,
+            stats.velocity_mse,
+            self.config.velocity_mse_target,
+        );
+        Ok(stats)
     }
 
     /// Hand an unfinished update's buffers back for reuse (dropping it is also correct).
@@ -268,7 +297,8 @@ impl Trainer {
             step: self.step,
             reward_mean: mean as f32,
             reward_std: std as f32,
-            frac_zero_std: up.zero_groups as f32 / up.n_prompts as f32,
+            frac_zero_std: up.zero_spread.iter().filter(|&&z| z).count() as f32
+                / up.n_prompts as f32,
             loss: (s.loss / kf) as f32,
             text_loss: (s.text / kf) as f32,
             image_loss: (s.image / kf) as f32,
@@ -284,6 +314,47 @@ impl Trainer {
             image_grad_norm: (s.image_norm / kf) as f32,
             text_consistency: s.text_consistency as f32,
             image_consistency: s.image_consistency as f32,
+            shared_grad_norm: (s.shared_norm / kf) as f32,
+            velocity_mse_weight: self.mse_weight,
+            resampled_groups: up.resampled,
         }
+    }
+}
+
+/// Bounds of the adaptive velocity-MSE weight.
+pub const MSE_WEIGHT_MIN: f32 = 1e-6;
+pub const MSE_WEIGHT_MAX: f32 = 1e6;
+
+/// The adaptive velocity-MSE weight after a step that measured `mse` (PPO's adaptive KL rule):
+/// doubled above 1.5 x `target`, halved below `target` / 1.5, kept in between, bounded by
+/// [MSE_WEIGHT_MIN, MSE_WEIGHT_MAX]; `target` 0 keeps the weight fixed.
+pub fn adapt_mse_weight(weight: f32, mse: f32, target: f32) -> f32 {
+    if target <= 0.0 || !mse.is_finite() {
+        return weight;
+    }
+    let w = if mse > 1.5 * target {
+        weight * 2.0
+    } else if mse < target / 1.5 {
+        weight / 2.0
+    } else {
+        weight
+    };
+    w.clamp(MSE_WEIGHT_MIN, MSE_WEIGHT_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_weight_follows_the_ppo_rule() {
+        assert_eq!(adapt_mse_weight(0.05, 0.004, 0.002), 0.1); // 0.004 > 0.003
+        assert_eq!(adapt_mse_weight(0.05, 0.001, 0.002), 0.025); // 0.001 < 0.00133
+        assert_eq!(adapt_mse_weight(0.05, 0.0025, 0.002), 0.05); // inside the band
+        assert_eq!(adapt_mse_weight(0.05, 0.0029, 0.002), 0.05);
+        assert_eq!(adapt_mse_weight(0.05, 9.0, 0.0), 0.05); // no target: fixed
+        assert_eq!(adapt_mse_weight(0.05, f32::NAN, 0.002), 0.05);
+        assert_eq!(adapt_mse_weight(MSE_WEIGHT_MAX, 1.0, 0.002), MSE_WEIGHT_MAX);
+        assert_eq!(adapt_mse_weight(MSE_WEIGHT_MIN, 0.0, 0.002), MSE_WEIGHT_MIN);
     }
 }

@@ -35,12 +35,19 @@ pub struct unigrpo_step_stats {
     /// Version 2. First update: max |recomputed - rollout| log-prob (tokens, denoising steps).
     pub text_consistency: f32,
     pub image_consistency: f32,
+    /// Version 2. Norm before clipping of the shared group's gradient.
+    pub shared_grad_norm: f32,
+    /// Version 2. The velocity-MSE weight the step used (adaptive with velocity_mse_target).
+    pub velocity_mse_weight: f32,
+    /// Version 2. Groups replaced by dynamic sampling's resampling in this step.
+    pub resampled_groups: u32,
 }
 
 pub(crate) fn stats_fields() -> Vec<Field> {
     fields!(unigrpo_step_stats: struct_size, step, reward_mean, reward_std, frac_zero_std, loss, text_loss,
         image_loss, velocity_mse, text_kl, image_kl, text_clip_frac, image_clip_frac, approx_kl, grad_norm, seconds,
-        text_grad_norm, image_grad_norm, text_consistency, image_consistency)
+        text_grad_norm, image_grad_norm, text_consistency, image_consistency, shared_grad_norm,
+        velocity_mse_weight, resampled_groups)
 }
 
 /// Check a stats argument's `struct_size` before anything runs; None for NULL.
@@ -76,6 +83,9 @@ pub(crate) unsafe fn write_stats(out: *mut unigrpo_step_stats, size: usize, s: &
         image_grad_norm: s.image_grad_norm,
         text_consistency: s.text_consistency,
         image_consistency: s.image_consistency,
+        shared_grad_norm: s.shared_grad_norm,
+        velocity_mse_weight: s.velocity_mse_weight,
+        resampled_groups: s.resampled_groups,
     };
     // SAFETY: `size` was checked against the host's struct_size by stats_size.
     unsafe { write_prefix(out, &full, size) }

@@ -5,7 +5,7 @@ use super::layout::{fields, size_through, Field};
 use super::{init_sized, quiet, unigrpo_model, unigrpo_progress_fn};
 use std::ffi::c_void;
 use unigrpo::error::{Error, Result};
-use unigrpo::train::{TextAggregation, TrainConfig};
+use unigrpo::train::{DynamicSampling, SdeType, TextAggregation, TrainConfig};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -71,6 +71,23 @@ pub struct unigrpo_train_params {
     pub sde_window_start: u32,
     /// Version 2. Draw the window's start per group from (seed, step, prompt index).
     pub sde_window_random: bool,
+    /// Version 2. Clip each parameter group's gradient (text, image, shared) to max_grad_norm
+    /// on its own instead of their joint norm. Default false.
+    pub clip_per_group: bool,
+    /// Version 2. Adaptive velocity-MSE weight: starts at velocity_mse_weight, doubles after a
+    /// step whose velocity MSE exceeds 1.5 x this target, halves below target / 1.5 (kept in
+    /// checkpoints, reported in the stats); 0 = a fixed weight. Default 0.
+    pub velocity_mse_target: f32,
+    /// Version 2. Dynamic sampling of zero-spread groups: 0 = off, 1 = skip (they leave the
+    /// policy terms' normalisers), 2 = resample (unigrpo_trainer_step only: their prompts are
+    /// rolled out again and the reward called for the replacements, then skip); other =
+    /// UNIGRPO_ERR_INVALID_ARGUMENT.
+    pub dynamic_sampling: u32,
+    /// Version 2. Most resampling rounds per step (dynamic_sampling = 2). Default 2.
+    pub resample_rounds: u32,
+    /// Version 2. Stochastic step of the rollouts: 0 = "sde" (FlowGRPO), 1 = "cps"
+    /// (coefficient-preserving); other = UNIGRPO_ERR_INVALID_ARGUMENT.
+    pub sde_type: u32,
 }
 
 pub(crate) fn train_fields() -> Vec<Field> {
@@ -79,7 +96,8 @@ pub(crate) fn train_fields() -> Vec<Field> {
         velocity_mse_weight, text_kl_weight, image_kl_weight, train_text, train_image, num_steps, noise_level,
         train_timestep_fraction, max_reasoning_tokens, temperature, seed, progress, progress_user_data,
         text_learning_rate, image_learning_rate, text_aggregation, max_text_drift, max_image_drift,
-        shared_initial_noise, sde_window, sde_window_start, sde_window_random)
+        shared_initial_noise, sde_window, sde_window_start, sde_window_random, clip_per_group,
+        velocity_mse_target, dynamic_sampling, resample_rounds, sde_type)
 }
 
 /// The C struct of a configuration.
@@ -118,6 +136,11 @@ pub(crate) fn to_c(c: &TrainConfig) -> unigrpo_train_params {
         sde_window: c.sde_window,
         sde_window_start: c.sde_window_start,
         sde_window_random: c.sde_window_random,
+        clip_per_group: c.clip_per_group,
+        velocity_mse_target: c.velocity_mse_target,
+        dynamic_sampling: c.dynamic_sampling as u32,
+        resample_rounds: c.resample_rounds,
+        sde_type: c.sde_type as u32,
     }
 }
 
@@ -156,6 +179,11 @@ fn library_train_defaults() -> unigrpo_train_params {
         sde_window: 0,
         sde_window_start: 0,
         sde_window_random: false,
+        clip_per_group: false,
+        velocity_mse_target: 0.0,
+        dynamic_sampling: 0,
+        resample_rounds: 2,
+        sde_type: 0,
     }
 }
 
@@ -196,12 +224,24 @@ pub unsafe extern "C" fn unigrpo_train_params_init_sized(
 pub(crate) fn to_config(model: &unigrpo::Model, p: &unigrpo_train_params) -> Result<TrainConfig> {
     let d = TrainConfig::defaults(model);
     let or = |v: u32, def: u32| if v == 0 { def } else { v };
-    let text_aggregation = TextAggregation::from_index(p.text_aggregation).ok_or_else(|| {
-        Error::invalid(format!(
-            "unigrpo_train_params.text_aggregation is {}: 0 = dapo, 1 = grpo",
-            p.text_aggregation
-        ))
-    })?;
+    let text_aggregation = choice(
+        TextAggregation::from_index(p.text_aggregation),
+        TextAggregation::NAMES,
+        "text_aggregation",
+        p.text_aggregation,
+    )?;
+    let dynamic_sampling = choice(
+        DynamicSampling::from_index(p.dynamic_sampling),
+        DynamicSampling::NAMES,
+        "dynamic_sampling",
+        p.dynamic_sampling,
+    )?;
+    let sde_type = choice(
+        SdeType::from_index(p.sde_type),
+        SdeType::NAMES,
+        "sde_type",
+        p.sde_type,
+    )?;
     Ok(TrainConfig {
         group_size: or(p.group_size, d.group_size),
         updates_per_step: or(p.updates_per_step, d.updates_per_step),
@@ -233,6 +273,26 @@ pub(crate) fn to_config(model: &unigrpo::Model, p: &unigrpo_train_params) -> Res
         sde_window: p.sde_window,
         sde_window_start: p.sde_window_start,
         sde_window_random: p.sde_window_random,
+        clip_per_group: p.clip_per_group,
+        velocity_mse_target: p.velocity_mse_target,
+        dynamic_sampling,
+        resample_rounds: p.resample_rounds,
+        sde_type,
+    })
+}
+
+/// A choice field's value, or an error naming the field and listing the valid values.
+fn choice<T>(v: Option<T>, names: &[&str], field: &str, got: u32) -> Result<T> {
+    v.ok_or_else(|| {
+        let valid: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{i} = {n}"))
+            .collect();
+        Error::invalid(format!(
+            "unigrpo_train_params.{field} is {got}: {}",
+            valid.join(", ")
+        ))
     })
 }
 
@@ -260,7 +320,7 @@ mod tests {
             let mut c = d.clone();
             let v = match (o.kind, c.get(o.name).unwrap()) {
                 (Kind::Bool, Value::Bool(b)) => Value::Bool(!b),
-                (Kind::Choice(_), _) => Value::Choice("grpo"),
+                (Kind::Choice(names), _) => Value::Choice(names[1]),
                 (_, Value::U32(x)) => Value::U32(x + 1),
                 (_, Value::U64(x)) => Value::U64(x + 1),
                 (_, Value::F32(x)) => Value::F32(x * 0.5 + 0.125),

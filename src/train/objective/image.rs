@@ -10,7 +10,7 @@ use super::{batch, Grads, Mode, Objective, Pass, Terms};
 use crate::error::Result;
 use crate::generate::Conditioning;
 use crate::runtime::Tensor;
-use crate::sampler::{sde_coefficients, sde_logprob, sde_mean, SdeCoefficients};
+use crate::sampler::{sde_logprob, sde_mean, SdeCoefficients};
 use crate::train::losses::{
     clip_binds, clipped_surrogate, latent_kl, sde_logprob_grad_v, surrogate_grad_logp, velocity_mse,
 };
@@ -25,8 +25,11 @@ pub struct StepWeights {
     pub mse: f64,
     /// beta_img
     pub kl: f64,
-    /// 1 / (trained steps x samples): the mean over both
+    /// 1 / (trained steps x samples): the mean over both (the regularisers' normaliser)
     pub mean: f64,
+    /// The policy term's normaliser: `mean`, or with dynamic sampling the mean over the rows of
+    /// the groups with a reward spread only
+    pub policy_mean: f64,
 }
 
 /// One (sample, step) row's contribution: its share of the loss and its parts.
@@ -62,12 +65,12 @@ pub fn row_terms(
     let ratio = (lp - old).exp();
     grad_v.iter_mut().for_each(|g| *g = 0.0);
     let mut t = RowTerm {
-        loss: -clipped_surrogate(a, ratio, w.clip) * w.mean,
+        loss: -clipped_surrogate(a, ratio, w.clip) * w.policy_mean,
         clipped: clip_binds(a, ratio, w.clip),
         logp: lp,
         ..Default::default()
     };
-    let dl = surrogate_grad_logp(a, ratio, w.clip) * w.mean;
+    let dl = surrogate_grad_logp(a, ratio, w.clip) * w.policy_mean;
     if dl != 0.0 {
         sde_logprob_grad_v(x_next, mu, c.cv, c.std, dl, grad_v);
     }
@@ -85,6 +88,16 @@ pub fn row_terms(
         }
     }
     t
+}
+
+/// The coefficients of the rollout's stochastic step `j`; a trained step always has them.
+fn step_coefficients(r: &Rollout, j: usize, t1: f64) -> Result<SdeCoefficients> {
+    let g = &r.traj.grid;
+    r.noise.coefficients(g[j], g[j + 1], t1).ok_or_else(|| {
+        crate::error::Error::invalid(format!(
+            "denoising step {j} is deterministic and cannot be trained"
+        ))
+    })
 }
 
 fn gather(t: &Tensor, rows: &[usize]) -> Tensor {
@@ -169,18 +182,21 @@ pub fn terms(
     let (r, cfg, net, cancel) = (o.rollout, o.config, &o.model.image, pass.cancel);
     let shape = net.latent_shape.clone();
     let d = net.latent_len();
+    let rows = |live: bool| {
+        pass.share
+            .iter()
+            .filter(|&&i| !live || o.in_policy_normaliser(i))
+            .map(|&i| r.trained[i].len())
+            .sum::<usize>()
+            .max(1) as f64
+    };
     let w = StepWeights {
         clip: cfg.image_clip_range as f64,
-        mse: cfg.velocity_mse_weight as f64,
+        mse: o.velocity_mse_weight,
         kl: cfg.image_kl_weight as f64,
         // the mean over the share's trained (sample, step) rows
-        mean: 1.0
-            / pass
-                .share
-                .iter()
-                .map(|&i| r.trained[i].len())
-                .sum::<usize>()
-                .max(1) as f64,
+        mean: 1.0 / rows(false),
+        policy_mean: 1.0 / rows(true),
     };
     let grid = &r.traj.grid;
     let t1 = grid.get(1).copied().unwrap_or(0.0);
@@ -223,7 +239,7 @@ pub fn terms(
                 let v_ref = refs
                     .as_ref()
                     .map(|rf| &rf.as_slice().expect("contiguous")[k * d..(k + 1) * d]);
-                let c = sde_coefficients(grid[j], grid[j + 1], r.noise_level, t1);
+                let c = step_coefficients(r, j, t1)?;
                 let (x, x_next) = (&r.traj.latents[i][j], &r.traj.latents[i][j + 1]);
                 let old = r.traj.logprobs[i][j];
                 let rt = row_terms(
@@ -260,7 +276,7 @@ pub fn terms(
         if pass.mode == Mode::OnPolicy {
             let rs = recomputed.as_slice().expect("contiguous");
             for (k, &(i, j)) in ir.rows.iter().enumerate() {
-                let c = sde_coefficients(grid[j], grid[j + 1], r.noise_level, t1);
+                let c = step_coefficients(r, j, t1)?;
                 sde_mean(&r.traj.latents[i][j], &rs[k * d..(k + 1) * d], &c, &mut mu);
                 let lp = sde_logprob(&r.traj.latents[i][j + 1], &mu, c.std);
                 terms.image_consistency = terms
@@ -275,6 +291,7 @@ pub fn terms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::sde_coefficients;
 
     #[test]
     fn row_terms_on_policy_by_hand() {
@@ -290,6 +307,7 @@ mod tests {
             mse: 2.0,
             kl: 0.0,
             mean: 0.25,
+            policy_mean: 0.25,
         };
         let (mut m1, mut m2, mut g) = ([0f64; 2], [0f64; 2], [0f64; 2]);
         let v_ref = [0.1f32, 0.5];
@@ -321,5 +339,28 @@ mod tests {
             "{g:?}"
         );
         assert!((g[0] - g_clip[0]).abs() < 1e-9);
+        // dynamic sampling's policy normaliser (0.5) weighs the surrogate, the MSE keeps 0.25
+        let wd = StepWeights {
+            policy_mean: 0.5,
+            ..w
+        };
+        let t2 = row_terms(
+            1.5,
+            &x,
+            &x_next,
+            &v,
+            Some(&v_ref),
+            old,
+            &c,
+            &wd,
+            &mut m1,
+            &mut m2,
+            &mut g,
+        );
+        assert!(
+            (t2.loss - (-1.5 * 0.5 + 2.0 * 0.02 * 0.25)).abs() < 1e-7,
+            "{t2:?}"
+        );
+        assert!((g[0] - 2.0 * g_clip[0]).abs() < 1e-9);
     }
 }

@@ -61,6 +61,11 @@ pub struct Objective<'a> {
     pub rollout: &'a Rollout,
     pub advantages: &'a [f32],
     pub config: &'a TrainConfig,
+    /// The velocity-MSE weight in use (the configured one, or the adaptive weight's state).
+    pub velocity_mse_weight: f64,
+    /// Per prompt of the rollout: its group leaves the policy terms' normalisers (dynamic
+    /// sampling of zero-spread groups); empty = none does.
+    pub skipped: &'a [bool],
 }
 
 /// One evaluation: at `params`, over the samples `share`, in `mode`.
@@ -79,6 +84,15 @@ pub struct Policies {
 }
 
 impl Objective<'_> {
+    /// Whether sample `i` counts in the policy terms' normalisers.
+    pub fn in_policy_normaliser(&self, i: usize) -> bool {
+        !self
+            .skipped
+            .get(self.rollout.prompt_of[i])
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// The text and image terms of one share, with their gradients summed by parameter name.
     pub fn evaluate(&self, pass: &Pass<'_>, which: Policies) -> Result<(Grads, Terms)> {
         let mut grads = Grads::new();

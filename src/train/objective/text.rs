@@ -10,16 +10,32 @@ use crate::nets::LogprobBatch;
 use crate::train::losses::{clip_binds, clipped_surrogate, k3, k3_grad_logp, surrogate_grad_logp};
 use crate::train::rollout::Rollout;
 
-/// One reasoning token's term before the normaliser.
+/// One reasoning token's term before the normalisers: the policy part (normalised over the
+/// share's tokens, or with dynamic sampling over those of groups with a reward spread) and the
+/// k3 regulariser (always over the share's tokens).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenTerm {
-    /// -min(rho A, clip(rho) A) + beta k3
-    pub loss: f64,
-    /// d loss / d logp (0 exactly where the clip binds, plus the k3 part)
-    pub grad: f64,
+    /// -min(rho A, clip(rho) A)
+    pub policy: f64,
+    /// d policy / d logp (0 exactly where the clip binds)
+    pub policy_grad: f64,
     /// k3 against the reference (0 without one)
     pub kl: f64,
+    /// beta d k3 / d logp
+    pub kl_grad: f64,
     pub clipped: bool,
+    beta: f64,
+}
+
+impl TokenTerm {
+    /// The token's loss with the policy part weighted `wp` and the regulariser `wr`.
+    pub fn loss(&self, wp: f64, wr: f64) -> f64 {
+        self.policy * wp + self.beta * self.kl * wr
+    }
+    /// d loss / d logp with the same weights.
+    pub fn grad(&self, wp: f64, wr: f64) -> f64 {
+        self.policy_grad * wp + self.kl_grad * wr
+    }
 }
 
 /// The GRPO term of a token with advantage `a`, current and rollout log-probs `lp`, `old`, and
@@ -33,19 +49,17 @@ pub fn token_term(
     beta: f64,
 ) -> TokenTerm {
     let rho = (lp - old).exp();
-    let mut loss = -clipped_surrogate(a, rho, eps);
-    let mut grad = surrogate_grad_logp(a, rho, eps);
-    let mut kl = 0.0;
-    if let Some(lr) = reference {
-        kl = k3(lp, lr);
-        loss += beta * kl;
-        grad += beta * k3_grad_logp(lp, lr);
-    }
+    let (kl, kl_grad) = match reference {
+        Some(lr) => (k3(lp, lr), beta * k3_grad_logp(lp, lr)),
+        None => (0.0, 0.0),
+    };
     TokenTerm {
-        loss,
-        grad,
+        policy: -clipped_surrogate(a, rho, eps),
+        policy_grad: surrogate_grad_logp(a, rho, eps),
         kl,
+        kl_grad,
         clipped: clip_binds(a, rho, eps),
+        beta,
     }
 }
 
@@ -96,13 +110,22 @@ pub fn terms(
     if lengths.iter().all(|&l| l == 0) {
         return Ok(());
     }
-    let mut weight = vec![0.0; r.len()];
-    for (&i, w) in pass
+    // the regulariser's normaliser counts every token of the share; the policy's leaves out
+    // the groups dynamic sampling skips
+    let policy_lengths: Vec<usize> = pass
         .share
         .iter()
+        .zip(&lengths)
+        .map(|(&i, &l)| if o.in_policy_normaliser(i) { l } else { 0 })
+        .collect();
+    let mut weight = vec![(0.0, 0.0); r.len()];
+    for ((&i, wp), wr) in pass
+        .share
+        .iter()
+        .zip(cfg.text_aggregation.token_weights(&policy_lengths))
         .zip(cfg.text_aggregation.token_weights(&lengths))
     {
-        weight[i] = w;
+        weight[i] = (wp, wr);
     }
     let (eps, beta) = (cfg.text_clip_range as f64, cfg.text_kl_weight as f64);
     let cancel = pass.cancel;
@@ -121,7 +144,7 @@ pub fn terms(
         let mut any = false;
         for (k, &i) in mb.iter().enumerate() {
             let a = o.advantages[i] as f64;
-            let norm = weight[i];
+            let (wp, wr) = weight[i];
             for (t, col) in cols[k].clone().enumerate() {
                 let old = r.reasoning[i].logprobs[t] as f64;
                 let lp = current.as_ref().map_or(old, |c| c[[k, col]] as f64);
@@ -133,14 +156,15 @@ pub fn terms(
                     eps,
                     beta,
                 );
-                terms.text_kl += tt.kl * norm;
-                terms.text_loss += tt.loss * norm;
+                terms.text_kl += tt.kl * wr;
+                terms.text_loss += tt.loss(wp, wr);
                 terms.text_clipped += tt.clipped as usize;
                 terms.text_tokens += 1;
                 terms.kl_sum += 0.5 * (lp - old).powi(2);
                 terms.kl_n += 1;
-                cot[[k, col]] = (tt.grad * norm) as f32;
-                any |= tt.grad != 0.0;
+                let g = tt.grad(wp, wr);
+                cot[[k, col]] = g as f32;
+                any |= g != 0.0;
             }
         }
         if pass.mode == Mode::LossOnly || (!any && pass.mode != Mode::OnPolicy) {
@@ -168,17 +192,25 @@ mod tests {
     fn token_term_by_hand() {
         // on-policy (rho = 1): loss -A, grad -A, no clip
         let t = token_term(0.5, -1.0, -1.0, None, 0.2, 0.0);
-        assert_eq!((t.loss, t.grad, t.clipped), (-0.5, -0.5, false));
+        assert_eq!(
+            (t.loss(1.0, 1.0), t.grad(1.0, 1.0), t.clipped),
+            (-0.5, -0.5, false)
+        );
         // A > 0 and rho = e^0.3 > 1.2: the clip binds, the gradient is exactly 0
         let t = token_term(2.0, -0.7, -1.0, None, 0.2, 0.0);
-        assert!(t.clipped && t.grad == 0.0);
-        assert!((t.loss + 2.0 * 1.2).abs() < 1e-12, "{t:?}");
+        assert!(t.clipped && t.grad(1.0, 1.0) == 0.0);
+        assert!((t.loss(1.0, 1.0) + 2.0 * 1.2).abs() < 1e-12, "{t:?}");
         // k3 at logp = ref is 0 with zero gradient; away from it, beta (1 - e^(ref - lp))
         let t = token_term(0.0, -1.0, -1.0, Some(-1.0), 0.2, 0.5);
-        assert_eq!((t.kl, t.grad), (0.0, 0.0));
+        assert_eq!((t.kl, t.grad(1.0, 1.0)), (0.0, 0.0));
         let t = token_term(0.0, -1.0, -1.0, Some(-2.0), 0.2, 0.5);
         let k3 = (-1.0f64).exp() - (-1.0) - 1.0;
-        assert!((t.kl - k3).abs() < 1e-12 && (t.loss - 0.5 * k3).abs() < 1e-12);
-        assert!((t.grad - 0.5 * (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+        assert!((t.kl - k3).abs() < 1e-12 && (t.loss(1.0, 1.0) - 0.5 * k3).abs() < 1e-12);
+        assert!((t.grad(1.0, 1.0) - 0.5 * (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+        // the two parts take their own normalisers: policy 0.25, regulariser 0.5
+        let t = token_term(2.0, -1.0, -1.0, Some(-2.0), 0.2, 0.5);
+        assert!((t.loss(0.25, 0.5) - (-2.0 * 0.25 + 0.5 * k3 * 0.5)).abs() < 1e-12);
+        let kg = 0.5 * (1.0 - (-1.0f64).exp());
+        assert!((t.grad(0.25, 0.5) - (-2.0 * 0.25 + kg * 0.5)).abs() < 1e-12);
     }
 }
