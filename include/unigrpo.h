@@ -283,6 +283,12 @@ typedef struct unigrpo_model_options {
    some nodes on the CPU; default false: such nodes are reported through the log.
    */
   bool strict_device;
+  /*
+   Version 2. How the package's files are checked against its manifest's sizes and sha256
+   before loading: 0 = full (size and sha256, the default), 1 = size only (for packages too
+   large to hash at every load); other = INVALID_ARGUMENT. A mismatch is MODEL_FORMAT.
+   */
+  uint32_t verify;
 } unigrpo_model_options;
 
 /*

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::nets::{ImageNet, TextNet};
-use crate::package::{load_params, validate_graphs, Package, ParamSet, GRAPH_ROLES};
+use crate::package::{load_params, validate_graphs, Package, ParamSet, Verify, GRAPH_ROLES};
 use crate::runtime::{self, Device, Graph, SessionConfig, ThreadPool};
 use crate::text::Tokenizer;
 
@@ -27,6 +27,8 @@ pub struct ModelOptions {
     pub strict_device: bool,
     /// Explicit libonnxruntime path (else the search order of `runtime::candidates`).
     pub onnxruntime_path: Option<PathBuf>,
+    /// How the package's files are checked against its manifest before anything is loaded.
+    pub verify: Verify,
 }
 
 pub struct Model {
@@ -43,6 +45,7 @@ impl Model {
     pub fn load(dir: &Path, opts: &ModelOptions) -> Result<Model> {
         let device = Device::parse(&opts.device)?;
         let package = Package::open(dir)?;
+        package.verify(opts.verify)?;
         let m = &package.manifest;
         let params = load_params(&package.file(&m.params.file), &m.params.tensors)?;
         let tokenizer = Tokenizer::load(&package.file(&m.tokenizer), m)?;

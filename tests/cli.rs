@@ -436,3 +436,68 @@ fn rust_log_shows_the_core_log() {
     // a CPU load has nothing to warn about (ONNX Runtime's placement report is information)
     assert!(!err.contains("WARN"), "{err}");
 }
+
+/// `unigrpo inspect --json | head -1` panicked on the broken pipe (rc 101): it now ends quietly
+/// as any Unix filter does (killed by SIGPIPE, nothing on stderr).
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = unigrpo()
+        .args(["inspect", "--json", "--model"])
+        .arg(common::shapes_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "{");
+    // the reader is gone: the rest of the output meets a closed pipe
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        o.status.success() || o.status.signal() == Some(libc_sigpipe()),
+        "{:?}: {stderr}",
+        o.status
+    );
+}
+
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+/// `inspect --verify` reports every file, and names the damaged one with exit status 1.
+#[test]
+fn inspect_verify_reports_each_file() {
+    let o = unigrpo()
+        .args(["inspect", "--verify", "--model"])
+        .arg(common::shapes_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok       velocity_vjp.onnx") && stdout.contains("8 files, 0 not matching"),
+        "{stdout}"
+    );
+    let tmp = common::copy_package(&common::shapes_dir());
+    let p = tmp.path().join("tokenizer.json");
+    let mut b = std::fs::read(&p).unwrap();
+    b[10] ^= 1;
+    std::fs::write(&p, b).unwrap();
+    let o = unigrpo()
+        .args(["inspect", "--verify", "--model"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("MISMATCH tokenizer.json           sha256"),
+        "{stdout}"
+    );
+}

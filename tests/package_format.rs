@@ -155,6 +155,7 @@ fn graph_that_does_not_match_the_manifest() {
         tmp.path().join("decoder.onnx"),
     )
     .unwrap();
+    restamp(tmp.path());
     let e = open_err(tmp.path());
     assert_eq!(e.kind(), ErrorKind::ModelFormat);
     assert!(
@@ -173,6 +174,7 @@ fn corrupt_onnx() {
         b"this is not a protobuf",
     )
     .unwrap();
+    restamp(tmp.path());
     let e = open_err(tmp.path());
     assert_eq!(e.kind(), ErrorKind::ModelFormat);
     assert!(
@@ -188,6 +190,7 @@ fn corrupt_safetensors() {
     let p = tmp.path().join("params.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    restamp(tmp.path());
     let e = open_err(tmp.path());
     assert_eq!(e.kind(), ErrorKind::ModelFormat);
     assert!(
@@ -208,9 +211,134 @@ fn corrupt_manifest_and_tokenizer() {
     );
     let tmp = copy_package(&shapes_dir());
     std::fs::write(tmp.path().join("tokenizer.json"), b"{}").unwrap();
+    restamp(tmp.path());
     let e = open_err(tmp.path());
     assert!(
         e.kind() == ErrorKind::ModelFormat && e.message().contains("tokenizer.json"),
+        "{e}"
+    );
+}
+
+fn edit_manifest(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mp = dir.join("unigrpo.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
+    f(&mut m);
+    std::fs::write(&mp, m.to_string()).unwrap();
+}
+
+/// One flipped bit in a graph (the decoder's constant 127.5 becoming 127.0 loaded and generated
+/// before): the sha256 check refuses it, naming the file; size mode (for huge packages) does
+/// not see it, by design. A wrong size is refused in both modes.
+#[test]
+fn a_flipped_bit_is_refused_at_load() {
+    let tmp = copy_package(&shapes_dir());
+    let p = tmp.path().join("decoder.onnx");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let needle = 127.5f32.to_le_bytes();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == needle)
+        .expect("the decoder holds 127.5");
+    bytes[at + 2] ^= 0x01; // 127.5 (0x42FF0000) -> 127.0 (0x42FE0000): one bit
+    assert_eq!(
+        f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()),
+        127.0
+    );
+    std::fs::write(&p, &bytes).unwrap();
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(
+        e.message().contains("decoder.onnx: sha256") && e.message().contains("the manifest says"),
+        "{e}"
+    );
+    let size_only = ModelOptions {
+        verify: unigrpo::package::Verify::Size,
+        ..Default::default()
+    };
+    assert!(Model::load(tmp.path(), &size_only).is_ok());
+    std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+    let e = Model::load(tmp.path(), &size_only)
+        .err()
+        .expect("a short file");
+    assert!(
+        e.message()
+            .contains("decoder.onnx: size 1401 bytes, the manifest says 1402"),
+        "{e}"
+    );
+}
+
+/// A manifest with a wrong sha256 or size, or without its files section, was accepted.
+#[test]
+fn the_manifest_must_list_every_file_with_its_checksum() {
+    let tmp = copy_package(&shapes_dir());
+    edit_manifest(tmp.path(), |m| {
+        m["files"]["velocity.onnx"]["sha256"] = serde_json::json!("00".repeat(32));
+        m["files"]["tokenizer.json"]["bytes"] = serde_json::json!(1);
+    });
+    let e = open_err(tmp.path());
+    assert!(
+        e.message().contains("velocity.onnx: sha256")
+            && e.message()
+                .contains("tokenizer.json: size 2612 bytes, the manifest says 1"),
+        "both named: {e}"
+    );
+    let tmp = copy_package(&shapes_dir());
+    edit_manifest(tmp.path(), |m| {
+        m.as_object_mut().unwrap().remove("files");
+    });
+    let e = open_err(tmp.path());
+    assert!(
+        e.message()
+            .contains("params.safetensors: not listed in the manifest's \"files\" section"),
+        "{e}"
+    );
+}
+
+/// NaN values in params.safetensors gave all-black images with rc 0: refused, naming the tensor.
+#[test]
+fn non_finite_parameters_are_refused() {
+    let tmp = copy_package(&shapes_dir());
+    let p = tmp.path().join("params.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let name = "image.conv_out.w";
+    let t = st.tensor(name).unwrap();
+    let mut data = t.data().to_vec();
+    data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let mut all: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = st
+        .names()
+        .into_iter()
+        .map(|n| {
+            let t = st.tensor(n).unwrap();
+            (
+                n.to_string(),
+                t.data().to_vec(),
+                t.shape().to_vec(),
+                t.dtype(),
+            )
+        })
+        .collect();
+    for e in all.iter_mut().filter(|e| e.0 == name) {
+        e.1 = data.clone();
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = all
+        .iter()
+        .map(|(n, b, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+    restamp(tmp.path());
+    let e = open_err(tmp.path());
+    assert_eq!(e.kind(), ErrorKind::ModelFormat);
+    assert!(
+        e.message().contains(
+            "tensor \"image.conv_out.w\": 1 non-finite values (the first, NaN, at flat index 2)"
+        ),
         "{e}"
     );
 }

@@ -318,6 +318,7 @@ fn a_version_2_checkpoint_resumes_with_the_legacy_recipe() {
     assert_eq!(m["version"], "3");
     m.insert("version".into(), "2".into());
     m.remove("velocity_mse_weight");
+    m.remove("sha256");
     let mut cfg: serde_json::Value = serde_json::from_str(&m["config"]).unwrap();
     for k in [
         "clip_per_group",
@@ -349,4 +350,30 @@ fn a_version_2_checkpoint_resumes_with_the_legacy_recipe() {
     );
     assert_eq!((sa.loss, sa.reward_mean), (sb.loss, sb.reward_mean));
     assert_eq!(a.params().values, b.params().values);
+}
+
+/// A checkpoint with flipped bytes resumed and failed only later ("the update produced
+/// non-finite parameters", naming no cause): its checksum now refuses it at load, naming the
+/// file, and the trainer is left as it was.
+#[test]
+fn a_damaged_checkpoint_is_refused_at_load() {
+    let model = Arc::new(load(&shapes_dir()));
+    let mut a = Trainer::new(model.clone(), config(&model)).unwrap();
+    step(&mut a, &mut ShapesReward);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("c.safetensors");
+    a.save(&ckpt).unwrap();
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let n = bytes.len();
+    bytes[n - 1000] ^= 0x7f; // inside the tensor data
+    std::fs::write(&ckpt, &bytes).unwrap();
+    let mut b = Trainer::new(model.clone(), config(&model)).unwrap();
+    let e = b.load(&ckpt).unwrap_err();
+    assert_eq!(e.kind(), unigrpo::ErrorKind::ModelFormat);
+    assert!(
+        e.message()
+            .contains("c.safetensors: the checkpoint's checksum does not match"),
+        "{e}"
+    );
+    assert_eq!(b.step_count(), 0);
 }

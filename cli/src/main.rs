@@ -13,6 +13,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use unigrpo::package::Verify;
 use unigrpo::{generate_batch, CancelToken, Error, Model, ModelOptions, Progress, Stage};
 
 #[derive(Parser)]
@@ -65,6 +66,10 @@ pub struct RuntimeArgs {
     /// Path of libonnxruntime.so (default: search, see README).
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
+    /// Check the package's files against its manifest before loading: full (sizes and sha256)
+    /// or size (sizes only, for packages too large to hash at every load).
+    #[arg(long, default_value = "full", value_parser = ["full", "size"])]
+    pub verify: String,
 }
 
 impl RuntimeArgs {
@@ -79,6 +84,7 @@ impl RuntimeArgs {
                 allow_spinning: self.allow_spinning,
                 strict_device: self.strict_device,
                 onnxruntime_path: self.onnxruntime.clone(),
+                verify: Verify::from_name(&self.verify).unwrap_or_default(),
             },
         )?;
         eprintln!(
@@ -120,6 +126,10 @@ struct InspectArgs {
     /// Print the full JSON description.
     #[arg(long)]
     json: bool,
+    /// Check every file against the manifest's sizes and sha256 and report each (without
+    /// loading the graphs); exit status 1 when any does not match.
+    #[arg(long)]
+    verify: bool,
 }
 
 /// A progress bar on stderr that follows the pipeline's stages; Ctrl-C cancels.
@@ -220,6 +230,9 @@ fn generate(a: GenerateArgs) -> Result<(), Error> {
 }
 
 fn inspect(a: InspectArgs) -> Result<(), Error> {
+    if a.verify {
+        return verify_report(&a);
+    }
     let model = Model::load(
         &a.model,
         &ModelOptions {
@@ -288,6 +301,46 @@ fn inspect(a: InspectArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `inspect --verify`: one line (or JSON object) per file.
+fn verify_report(a: &InspectArgs) -> Result<(), Error> {
+    let pkg = unigrpo::package::Package::open(&a.model)?;
+    let t = Instant::now();
+    let checks = pkg.check_files(Verify::Full);
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let bad = checks.iter().filter(|c| c.problem.is_some()).count();
+    if a.json {
+        let files: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({"file": c.name, "bytes": c.bytes, "sha256": c.sha256,
+                    "ok": c.problem.is_none(), "problem": c.problem})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"files": files, "ok": bad == 0, "milliseconds": ms})
+        );
+    } else {
+        for c in &checks {
+            match &c.problem {
+                None => println!("ok       {:<24} {} bytes", c.name, c.bytes.unwrap_or(0)),
+                Some(p) => println!("MISMATCH {:<24} {p}", c.name),
+            }
+        }
+        println!(
+            "{} files, {bad} not matching the manifest ({ms:.0} ms)",
+            checks.len()
+        );
+    }
+    if bad > 0 {
+        return Err(Error::format(format!(
+            "{}: {bad} files do not match the manifest",
+            a.model.display()
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 struct ScoreArgs {
     #[arg(long)]
@@ -320,6 +373,12 @@ fn score(a: ScoreArgs) -> Result<(), Error> {
 
 /// Run the CLI; returns the process exit code.
 pub fn run() -> i32 {
+    // a closed pipe (`unigrpo inspect --json | head`) ends the process quietly, as for any
+    // Unix filter, instead of a panic in println!
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // the core's log and ONNX Runtime's (target "onnxruntime"), filtered RUST_LOG-style
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("RUST_LOG", "warn"))
         .format_timestamp(None)

@@ -82,6 +82,8 @@ fn permutation(n: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Wraps a reward to keep the last scored batch (for samples.jsonl and the grids).
+/// The reward, recording every sample it scores in a step (with dynamic sampling's resampling,
+/// the replacement draws too).
 struct Recording<'a> {
     inner: &'a mut dyn Reward,
     last: Vec<(String, String, f32, unigrpo::RgbImage)>,
@@ -90,18 +92,14 @@ struct Recording<'a> {
 impl Reward for Recording<'_> {
     fn score(&mut self, samples: &[Sample<'_>]) -> unigrpo::Result<Vec<f32>> {
         let r = self.inner.score(samples)?;
-        self.last = samples
-            .iter()
-            .zip(&r)
-            .map(|(s, &v)| {
-                (
-                    s.prompt.to_string(),
-                    s.reasoning.to_string(),
-                    v,
-                    s.image.clone(),
-                )
-            })
-            .collect();
+        self.last.extend(samples.iter().zip(&r).map(|(s, &v)| {
+            (
+                s.prompt.to_string(),
+                s.reasoning.to_string(),
+                v,
+                s.image.clone(),
+            )
+        }));
         Ok(r)
     }
 }
@@ -190,9 +188,14 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                 line["clean_distance"] = serde_json::json!(clean);
                 writeln!(metrics, "{line}").map_err(|e| Error::io("write", &metrics_path, e))?;
                 bar.set_position(s.step);
+                let adaptive = if trainer.config().velocity_mse_target > 0.0 {
+                    format!(", mse weight {:.3e}", s.velocity_mse_weight)
+                } else {
+                    String::new()
+                };
                 bar.set_message(format!(
-                    "reward {:.3} ± {:.3}, clean distance {clean:.4}, loss {:+.4}, {:.2} s/step",
-                    s.reward_mean, s.reward_std, s.loss, s.seconds
+                    "reward {:.3} ± {:.3}, clean distance {clean:.4}, loss {:+.4}, velocity mse {:.2e}{adaptive}, {:.2} s/step",
+                    s.reward_mean, s.reward_std, s.loss, s.velocity_mse, s.seconds
                 ));
                 if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
                     for (p, r, v, _) in &rec.last {

@@ -5,10 +5,12 @@
 pub mod manifest;
 mod params;
 mod validate;
+mod verify;
 
 pub use manifest::*;
 pub use params::{load_params, ParamSet};
 pub use validate::{expected_ports, validate_graphs, ExpectedPort};
+pub use verify::{sha256_file, FileCheck, Verify};
 
 use std::path::{Path, PathBuf};
 

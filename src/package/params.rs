@@ -82,6 +82,14 @@ pub fn load_params(path: &Path, specs: &[ParamSpec]) -> Result<ParamSet> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        if let Some(k) = data.iter().position(|x| !x.is_finite()) {
+            let n = data.iter().filter(|x| !x.is_finite()).count();
+            problems.push(format!(
+                "tensor {:?}: {n} non-finite values (the first, {}, at flat index {k})",
+                spec.name, data[k]
+            ));
+            continue;
+        }
         let arr = ArrayD::from_shape_vec(spec.shape.clone(), data).map_err(|e| {
             Error::format(format!("{}: tensor {:?}: {e}", path.display(), spec.name))
         })?;

@@ -17,7 +17,7 @@ use crate::package::ParamSet;
 
 const FORMAT: &str = "unigrpo-checkpoint";
 /// 2: the configuration from the option table, the current learning rates; 3: the adaptive
-/// velocity-MSE weight.
+/// velocity-MSE weight and a checksum of the contents (metadata "sha256").
 const VERSION: u32 = 3;
 
 fn bytes_of(a: &ArrayD<f32>) -> Vec<u8> {
@@ -73,6 +73,35 @@ pub fn serialize_typed(
         })
         .collect::<Result<_>>()?;
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("serialise: {e}")))
+}
+
+/// The checksum a checkpoint carries (metadata "sha256"): over every tensor (name, shape, bytes)
+/// in name order, then every other metadata entry in key order.
+fn digest<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+    meta: &HashMap<String, String>,
+) -> String {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    for (n, shape, bytes) in tensors {
+        field(n.as_bytes());
+        let dims: Vec<u8> = shape
+            .iter()
+            .flat_map(|d| (*d as u64).to_le_bytes())
+            .collect();
+        field(&dims);
+        field(bytes);
+    }
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "sha256").collect();
+    keys.sort();
+    for k in keys {
+        field(k.as_bytes());
+        field(meta[k].as_bytes());
+    }
+    format!("{:x}", h.finalize())
 }
 
 fn read_f32(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<ArrayD<f32>> {
@@ -139,6 +168,14 @@ impl Trainer {
             ),
             ("config".to_string(), self.config().to_json().to_string()),
         ]);
+        let mut meta = meta;
+        let sum = digest(
+            tensors
+                .iter()
+                .map(|(n, b)| (n.as_str(), shapes[n].as_slice(), b.as_slice())),
+            &meta,
+        );
+        meta.insert("sha256".to_string(), sum);
         write_atomic(path, &serialize(&tensors, &shapes, meta)?)
     }
 
@@ -181,6 +218,25 @@ impl Trainer {
                 "{}: not a unigrpo checkpoint",
                 path.display()
             )));
+        }
+        // checkpoints before version 3 carry no checksum
+        if let Some(want) = m.get("sha256") {
+            let mut names: Vec<&str> = st.names().into_iter().collect();
+            names.sort();
+            let views: Vec<_> = names.iter().map(|n| (*n, st.tensor(n))).collect();
+            let got = digest(
+                views
+                    .iter()
+                    .filter_map(|(n, t)| t.as_ref().ok().map(|t| (*n, t.shape(), t.data()))),
+                &m,
+            );
+            if &got != want {
+                return Err(Error::format(format!(
+                    "{}: the checkpoint's checksum does not match its contents (sha256 {got}, recorded {want}): \
+                     the file is damaged; resume from an intact copy",
+                    path.display()
+                )));
+            }
         }
         let model = &self.model().manifest().name;
         if m.get("model") != Some(model) {

@@ -41,6 +41,29 @@ pub fn copy_package(dir: &Path) -> tempfile::TempDir {
     tmp
 }
 
+/// Rewrite a package's `files` section to the files as they are now (sizes and sha256), so a
+/// test can reach the checks behind the verification with a deliberately damaged file.
+#[allow(dead_code)]
+pub fn restamp(dir: &Path) {
+    let mp = dir.join("unigrpo.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mp).expect("manifest")).expect("json");
+    let names: Vec<String> = m["files"]
+        .as_object()
+        .expect("files")
+        .keys()
+        .cloned()
+        .collect();
+    for n in names {
+        let bytes = std::fs::read(dir.join(&n)).expect("listed file");
+        m["files"][&n] = serde_json::json!({
+            "bytes": bytes.len(),
+            "sha256": unigrpo::package::sha256_file(&dir.join(&n)).expect("hash"),
+        });
+    }
+    std::fs::write(&mp, serde_json::to_string_pretty(&m).expect("json")).expect("write manifest");
+}
+
 /// target/<profile>/ of this test binary.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -10,6 +10,7 @@ use super::{
     boxed, guard, init_sized, null_arg, quiet, read_struct, str_arg, unbox, unigrpo_error,
 };
 use unigrpo::model::{Model, ModelOptions};
+use unigrpo::package::Verify;
 
 /// A loaded model. May be used by several threads at once (calls may serialise).
 pub struct unigrpo_model {
@@ -57,11 +58,15 @@ pub struct unigrpo_model_options {
     /// Version 2. On "cuda:N", fail the load (DEVICE_UNAVAILABLE) when ONNX Runtime would run
     /// some nodes on the CPU; default false: such nodes are reported through the log.
     pub strict_device: bool,
+    /// Version 2. How the package's files are checked against its manifest's sizes and sha256
+    /// before loading: 0 = full (size and sha256, the default), 1 = size only (for packages too
+    /// large to hash at every load); other = INVALID_ARGUMENT. A mismatch is MODEL_FORMAT.
+    pub verify: u32,
 }
 
 pub(crate) fn options_fields() -> Vec<Field> {
     fields!(unigrpo_model_options: struct_size, device, intra_op_threads, onnxruntime_path, inter_op_threads,
-        allow_spinning, strict_device)
+        allow_spinning, strict_device, verify)
 }
 
 fn default_options() -> unigrpo_model_options {
@@ -73,6 +78,7 @@ fn default_options() -> unigrpo_model_options {
         inter_op_threads: 0,
         allow_spinning: false,
         strict_device: false,
+        verify: 0,
     }
 }
 
@@ -137,6 +143,12 @@ pub unsafe extern "C" fn unigrpo_model_load(
             let p = unsafe { str_arg(opts.onnxruntime_path, "options.onnxruntime_path") }?;
             Some(std::path::PathBuf::from(p))
         };
+        let verify = Verify::from_index(opts.verify).ok_or_else(|| {
+            Error::invalid(format!(
+                "unigrpo_model_options.verify is {}: 0 = full, 1 = size",
+                opts.verify
+            ))
+        })?;
         let model = Model::load(
             std::path::Path::new(dir),
             &ModelOptions {
@@ -146,6 +158,7 @@ pub unsafe extern "C" fn unigrpo_model_load(
                 allow_spinning: opts.allow_spinning,
                 strict_device: opts.strict_device,
                 onnxruntime_path: ort,
+                verify,
             },
         )?;
         let info = CString::new(serde_json::to_string(&model.info()).unwrap_or_default())
