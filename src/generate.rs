@@ -7,7 +7,7 @@ use ndarray::{Array1, ArrayD, IxDyn};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cancel::CancelToken;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::image::RgbImage;
 use crate::model::Model;
 pub use crate::options::GenerateParams;
@@ -161,6 +161,24 @@ pub fn denoise(
                         f64::NAN
                     }
                 };
+                if lp.is_infinite()
+                    || (lp.is_nan() && coef.is_some() && in_window)
+                    || ns[r.clone()].iter().any(|v| !v.is_finite())
+                {
+                    return Err(Error::new(
+                        ErrorKind::NonFinite,
+                        format!(
+                            "denoising step {} of {steps} (t = {t:.4} -> {t_next:.4}) gave sample {i} \
+                             non-finite latents or log-prob ({})",
+                            j + 1,
+                            if coef.is_some() {
+                                format!("{:?} step at noise level {}: lower the noise level", noise.kind, noise.level)
+                            } else {
+                                "ODE step: the parameters give non-finite velocities".to_string()
+                            }
+                        ),
+                    ));
+                }
                 if let Some(tr) = traj.as_mut() {
                     tr.latents[i].push(xs[r.clone()].to_vec());
                     tr.velocities[i].push(vs[r.clone()].to_vec());

@@ -31,6 +31,26 @@ pub struct ModelOptions {
     pub verify: Verify,
 }
 
+/// The most threads of either kind a pool may have per core this process may use: more only
+/// thrash (`--threads 100000` on 2 cores did not finish in 120 s).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+fn check_threads(opts: &ModelOptions) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = MAX_THREADS_PER_CORE * cores;
+    for (name, n) in [
+        ("intra_op_threads (--threads)", opts.intra_threads),
+        ("inter_op_threads (--inter-threads)", opts.inter_threads),
+    ] {
+        if n > max {
+            return Err(crate::error::Error::invalid(format!(
+                "{name} is {n}: at most {MAX_THREADS_PER_CORE} x the {cores} cores this process may use ({max})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub struct Model {
     pub package: Package,
     pub tokenizer: Tokenizer,
@@ -44,6 +64,7 @@ pub struct Model {
 impl Model {
     pub fn load(dir: &Path, opts: &ModelOptions) -> Result<Model> {
         let device = Device::parse(&opts.device)?;
+        check_threads(opts)?;
         let package = Package::open(dir)?;
         package.verify(opts.verify)?;
         let m = &package.manifest;

@@ -501,3 +501,50 @@ fn inspect_verify_reports_each_file() {
         "{stdout}"
     );
 }
+
+/// Settings that ran for minutes, grew to 22 GB or trained parameters to 1e30 with rc 0 are
+/// refused up front, naming the flag and the limit.
+#[test]
+fn absurd_settings_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let run = |extra: &[&str]| {
+        let o = unigrpo()
+            .args(["generate", "--prompt", "two red circles", "--model"])
+            .arg(common::shapes_dir())
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let e = run(&["--threads", "100000"]);
+    assert!(
+        e.contains("intra_op_threads (--threads) is 100000: at most 4 x the"),
+        "{e}"
+    );
+    let e = run(&["--upscale", "100000"]);
+    assert!(
+        e.contains("--upscale 100000: the image would be 1600000x1600000 pixels"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let o = unigrpo()
+        .args([
+            "train", "--reward", "shapes", "--steps", "1", "--lr", "1e30", "--model",
+        ])
+        .arg(common::shapes_dir())
+        .arg("--prompts")
+        .arg(common::shapes_dir().join("prompts/val.txt"))
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("learning_rate must be finite and in (0, 1]"),
+        "{e}"
+    );
+}

@@ -400,3 +400,37 @@ fn cancellation_before_and_from_progress() {
     assert!(seen.iter().any(|&(s, _)| s == unigrpo::Stage::Reasoning));
     assert_eq!(seen.last(), Some(&(unigrpo::Stage::Denoising, 3)));
 }
+
+/// Parameters that blow the velocity up (1e37 x the output convolution) gave an all-black
+/// image with success: the denoiser refuses non-finite latents, naming the step.
+#[test]
+fn non_finite_latents_fail_naming_the_step() {
+    let model = common::load(&common::shapes_dir());
+    let mut params = (*model.params).clone();
+    for v in params
+        .values
+        .get_mut("image.conv_out.w")
+        .unwrap()
+        .iter_mut()
+    {
+        *v *= 1e37;
+    }
+    let p = GenerateParams::defaults(&model);
+    let e = generate_batch(
+        &model,
+        &params,
+        &["two red circles"],
+        &[0],
+        &p,
+        None,
+        &mut Progress::none(),
+    )
+    .err()
+    .expect("non-finite latents");
+    assert_eq!(e.kind(), ErrorKind::NonFinite);
+    assert!(
+        e.message().contains("denoising step 2 of 20")
+            && e.message().contains("non-finite latents"),
+        "{e}"
+    );
+}

@@ -177,11 +177,25 @@ pub fn ctrlc_token() -> CancelToken {
     token
 }
 
+/// The largest side `generate --upscale` writes (`--upscale 100000` grew to 22 GB before).
+const MAX_IMAGE_SIDE: u64 = 8192;
+
 fn generate(a: GenerateArgs) -> Result<(), Error> {
     if a.upscale == 0 {
         return Err(Error::invalid("--upscale must be at least 1"));
     }
     let model = a.rt.load()?;
+    let [h, w] = [0, 1].map(|i| model.manifest().image.image_size[i] as u64);
+    if h.max(w) * a.upscale as u64 > MAX_IMAGE_SIDE {
+        return Err(Error::invalid(format!(
+            "--upscale {}: the image would be {}x{} pixels; at most {MAX_IMAGE_SIDE} pixels a side \
+             (--upscale {} for this model)",
+            a.upscale,
+            w * a.upscale as u64,
+            h * a.upscale as u64,
+            MAX_IMAGE_SIDE / h.max(w)
+        )));
+    }
     let p = a.sampling.params(&model)?;
     let cancel = ctrlc_token();
     let mut bar = StageBar::new();

@@ -11,7 +11,9 @@ mod train;
 
 pub use generate::{GenerateParams, GENERATE_OPTIONS};
 pub use stats::{StepStats, STEP_STATS};
-pub use train::{DynamicSampling, SdeType, TextAggregation, TrainConfig, TRAIN_OPTIONS};
+pub use train::{
+    DynamicSampling, SdeType, TextAggregation, TrainConfig, MAX_LEARNING_RATE, TRAIN_OPTIONS,
+};
 
 use crate::error::{Error, Result};
 

@@ -4,6 +4,11 @@ use super::{option_struct, Range, Value};
 use crate::error::{Error, Result};
 use crate::package::Manifest;
 
+/// The largest learning rate any group accepts: AdamW moves every parameter by about the
+/// learning rate per step, so a rate above 1 only ever destroys a model (`--lr 1e30` trained and
+/// exported parameters near 1e30).
+pub const MAX_LEARNING_RATE: f32 = 1.0;
+
 super::choice_enum! {
     /// Normaliser of the text GRPO loss over an optimiser step's share.
     pub enum TextAggregation {
@@ -74,7 +79,7 @@ option_struct! {
             range: Range::at_least(0.0), legacy: None }
         /// AdamW learning rate (the shared parameter group's; the default of the other two).
         learning_rate: f32 { ord: 4, flag: "lr", default: |m: &Manifest| m.training.learning_rate,
-            range: Range::above(0.0), legacy: None }
+            range: Range::open_closed(0.0, MAX_LEARNING_RATE as f64), legacy: None }
         /// AdamW decoupled weight decay.
         weight_decay: f32 { ord: 5, flag: "weight-decay", default: |m: &Manifest| m.training.weight_decay,
             range: Range::at_least(0.0), legacy: None }
@@ -128,10 +133,10 @@ option_struct! {
             range: Range::any(), legacy: None }
         /// Learning rate of the text-only parameter group; 0 = learning_rate.
         text_learning_rate: f32 { ord: 24, flag: "text-lr", default: |_: &Manifest| 0.0,
-            range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+            range: Range::closed(0.0, MAX_LEARNING_RATE as f64), legacy: Some(Value::F32(0.0)) }
         /// Learning rate of the image-only parameter group; 0 = learning_rate.
         image_learning_rate: f32 { ord: 25, flag: "image-lr", default: |_: &Manifest| 0.0,
-            range: Range::at_least(0.0), legacy: Some(Value::F32(0.0)) }
+            range: Range::closed(0.0, MAX_LEARNING_RATE as f64), legacy: Some(Value::F32(0.0)) }
         /// Normaliser of the text loss: dapo (over the update's tokens) or grpo (per sequence).
         text_aggregation: TextAggregation { ord: 26, flag: "text-aggregation", default: |_: &Manifest| TextAggregation::Dapo,
             range: Range::any(), legacy: Some(Value::Choice("dapo")) }

@@ -17,6 +17,7 @@ use super::{DynamicSampling, StepStats, TrainConfig};
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
+use crate::options::MAX_LEARNING_RATE;
 use crate::package::ParamSet;
 use crate::progress::{Progress, Stage};
 use crate::reward::{check_rewards, Reward, Sample};
@@ -116,9 +117,9 @@ impl Trainer {
     /// rates; 0 keeps a rate as it is; negative or non-finite is an error.
     pub fn set_learning_rate(&mut self, text: f32, image: f32) -> Result<()> {
         for (n, v) in [("text", text), ("image", image)] {
-            if !(v.is_finite() && v >= 0.0) {
+            if !(v.is_finite() && (0.0..=MAX_LEARNING_RATE).contains(&v)) {
                 return Err(Error::invalid(format!(
-                    "the {n} learning rate must be finite and >= 0 (0 keeps it), got {v}"
+                    "the {n} learning rate must be finite and in [0, {MAX_LEARNING_RATE}] (0 keeps it), got {v}"
                 )));
             }
         }
