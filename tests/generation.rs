@@ -425,8 +425,8 @@ fn non_finite_latents_fail_naming_the_step() {
         None,
         &mut Progress::none(),
     )
-    .err()
-    .expect("non-finite latents");
+    .map(|_| ())
+    .expect_err("non-finite latents");
     assert_eq!(e.kind(), ErrorKind::NonFinite);
     assert!(
         e.message().contains("denoising step 2 of 20")
