@@ -348,6 +348,18 @@ fn score_explains_what_the_reward_saw() {
 /// completed step, the exit status is 130, and `--resume` continues from exactly there.
 #[test]
 fn train_interrupted_by_sigint_checkpoints_and_resumes() {
+    interrupted_run_checkpoints_and_resumes("INT");
+}
+
+/// SIGTERM (a batch scheduler's stop) and SIGHUP (a closed terminal) killed the run without its
+/// final checkpoint: they now act as Ctrl-C does.
+#[test]
+fn train_stopped_by_sigterm_or_sighup_checkpoints_and_resumes() {
+    interrupted_run_checkpoints_and_resumes("TERM");
+    interrupted_run_checkpoints_and_resumes("HUP");
+}
+
+fn interrupted_run_checkpoints_and_resumes(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let prompts = dir.path().join("p.txt");
     std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
@@ -388,7 +400,7 @@ fn train_interrupted_by_sigint_checkpoints_and_resumes() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let kill = Command::new("sh")
-        .args(["-c", &format!("kill -INT {}", child.id())])
+        .args(["-c", &format!("kill -{signal} {}", child.id())])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -547,4 +559,129 @@ fn absurd_settings_are_refused_up_front() {
         o.status.code() == Some(1) && e.contains("learning_rate must be finite and in (0, 1]"),
         "{e}"
     );
+}
+
+/// Run directories: a fresh `train` over an existing run was silently mixed into it, two
+/// trainers on one directory both ran, and after a kill `metrics.jsonl` kept duplicate steps
+/// and torn lines. Now: refused without --resume or --force; --force starts over; a held lock
+/// refuses a second trainer; resuming cuts the logs back to the checkpoint's step; leftover
+/// temporary files are removed.
+#[test]
+fn run_directories_are_never_mixed() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
+    let run = dir.path().join("run");
+    let train = |steps: &str, extra: &[&str]| {
+        unigrpo()
+            .args([
+                "train",
+                "--reward",
+                "shapes",
+                "--group-size",
+                "2",
+                "--prompts-per-step",
+                "1",
+            ])
+            .args([
+                "--rollout-steps",
+                "3",
+                "--threads",
+                "1",
+                "--samples-every",
+                "0",
+            ])
+            .args(["--steps", steps, "--model"])
+            .arg(common::shapes_dir())
+            .arg("--prompts")
+            .arg(&prompts)
+            .arg("--out")
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = |o: std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{e}");
+        e
+    };
+    ok(train("2", &[]));
+    let metrics = || std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let steps = |t: &str| -> Vec<u64> {
+        t.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(steps(&metrics()), vec![1, 2]);
+    // a fresh run over it is refused, and changes nothing
+    let o = train("2", &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("already holds a run: pass --resume"),
+        "{e}"
+    );
+    assert_eq!(steps(&metrics()), vec![1, 2]);
+    // a held lock refuses a second trainer
+    let f = std::fs::File::open(run.join(".lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let o = train(
+        "3",
+        &[
+            "--resume",
+            run.join("checkpoint.safetensors").to_str().unwrap(),
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("is in use by another trainer"),
+        "{e}"
+    );
+    drop(f);
+    // a kill after a metrics line but before its checkpoint, a torn line and a temporary file:
+    // the resumed run logs every step once and leaves no leftovers
+    let ckpt_step2 = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    ok(train(
+        "3",
+        &[
+            "--resume",
+            run.join("checkpoint.safetensors").to_str().unwrap(),
+        ],
+    ));
+    std::fs::write(run.join("checkpoint.safetensors"), &ckpt_step2).unwrap();
+    let mut m = metrics();
+    m.push_str("{\"step\": 4, \"reward_me");
+    std::fs::write(run.join("metrics.jsonl"), m).unwrap();
+    std::fs::write(run.join(".checkpoint.safetensors.tmp-1-0"), b"half").unwrap();
+    std::fs::create_dir(run.join(".model.tmp-1-1")).unwrap();
+    ok(train(
+        "4",
+        &[
+            "--resume",
+            run.join("checkpoint.safetensors").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(steps(&metrics()), vec![1, 2, 3, 4]);
+    assert!(!run.join(".checkpoint.safetensors.tmp-1-0").exists());
+    assert!(!run.join(".model.tmp-1-1").exists());
+    // --force starts over
+    ok(train("1", &["--force"]));
+    assert_eq!(steps(&metrics()), vec![1]);
+    assert!(run.join("model/unigrpo.json").exists());
+    let leftovers: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp-") || n.contains(".old-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -3,6 +3,7 @@
 mod eval;
 mod grid;
 mod options;
+mod rundir;
 mod train;
 
 pub use options::SamplingArgs;

@@ -38,7 +38,13 @@ pub struct TrainArgs {
     /// Continue from a checkpoint (its configuration, overridden by the flags given).
     #[arg(long)]
     resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    /// Start over in a run directory that already holds a run (its checkpoint, metrics, samples
+    /// and model are removed first).
+    #[arg(long)]
+    force: bool,
+    /// Write the checkpoint every K steps (1 = after every step: a kill loses at most the step
+    /// in flight; 0 = only at the end).
+    #[arg(long, default_value_t = 1)]
     checkpoint_every: u64,
     /// Write samples.jsonl entries and a sample grid every K steps (0 = never).
     #[arg(long, default_value_t = 10)]
@@ -119,6 +125,21 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         .unwrap_or(model.manifest().training.prompts_per_step)
         .max(1) as usize;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io("create", &a.out, e))?;
+    let _lock = super::rundir::lock(&a.out)?;
+    super::rundir::remove_leftovers(&a.out);
+    let ckpt = a.out.join("checkpoint.safetensors");
+    let metrics_path = a.out.join("metrics.jsonl");
+    let samples_path = a.out.join("samples.jsonl");
+    if a.resume.is_none() && (ckpt.exists() || metrics_path.exists()) {
+        if !a.force {
+            return Err(Error::invalid(format!(
+                "{} already holds a run: pass --resume {} to continue it, or --force to start over",
+                a.out.display(),
+                ckpt.display()
+            )));
+        }
+        super::rundir::clear(&a.out)?;
+    }
     let mut trainer = Trainer::new(model.clone(), cfg.clone())?;
     if let Some(p) = &a.resume {
         trainer.load(p)?;
@@ -127,6 +148,10 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             p.display(),
             trainer.step_count()
         );
+        // what was logged after the checkpoint (and a torn last line) goes
+        for f in [&metrics_path, &samples_path] {
+            super::rundir::cut_back(f, trainer.step_count())?;
+        }
     }
     let cfg_json = serde_json::json!({"train": cfg.to_json(), "prompts_per_step": per_step, "prompts": a.prompts, "reward": a.reward});
     eprintln!("training configuration: {cfg_json}");
@@ -135,8 +160,6 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         (serde_json::to_string_pretty(&cfg_json).expect("json") + "\n").as_bytes(),
     )?;
     let order = permutation(prompts.len(), cfg.seed);
-    let ckpt = a.out.join("checkpoint.safetensors");
-    let metrics_path = a.out.join("metrics.jsonl");
     let open_append = |p: &Path| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -145,7 +168,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             .map_err(|e| Error::io("open", p, e))
     };
     let mut metrics = open_append(&metrics_path)?;
-    let mut samples_log = open_append(&a.out.join("samples.jsonl"))?;
+    let mut samples_log = open_append(&samples_path)?;
     let cancel = ctrlc_token();
     let bar = ProgressBar::new(a.steps);
     bar.set_style(
@@ -176,46 +199,54 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         };
         match trainer.step(&refs, &mut rec, Some(&cancel), &mut Progress::none()) {
             Ok(s) => {
-                // the independent check on the score: distance to the nearest clean render of
-                // what the analysis found (rises when the policy hacks the reward)
-                let clean = rec
-                    .last
-                    .iter()
-                    .map(|(_, _, _, img)| shapes::clean_render_distance(img))
-                    .sum::<f64>()
-                    / rec.last.len().max(1) as f64;
-                let mut line = s.to_json();
-                line["clean_distance"] = serde_json::json!(clean);
-                writeln!(metrics, "{line}").map_err(|e| Error::io("write", &metrics_path, e))?;
-                bar.set_position(s.step);
-                let adaptive = if trainer.config().velocity_mse_target > 0.0 {
-                    format!(", mse weight {:.3e}", s.velocity_mse_weight)
-                } else {
-                    String::new()
-                };
-                bar.set_message(format!(
-                    "reward {:.3} ± {:.3}, clean distance {clean:.4}, loss {:+.4}, velocity mse {:.2e}{adaptive}, {:.2} s/step",
-                    s.reward_mean, s.reward_std, s.loss, s.velocity_mse, s.seconds
-                ));
-                if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
-                    for (p, r, v, _) in &rec.last {
-                        let line = serde_json::json!({"step": s.step, "prompt": p, "reasoning": r, "reward": v});
-                        writeln!(samples_log, "{line}")
-                            .map_err(|e| Error::io("write", &a.out, e))?;
-                    }
-                    let items: Vec<super::eval::Scored> = rec
+                let mut record = || -> Result<(), Error> {
+                    // the independent check on the score: distance to the nearest clean render
+                    // of what the analysis found (rises when the policy hacks the reward)
+                    let clean = rec
                         .last
                         .iter()
-                        .take(48)
-                        .map(|(p, r, v, img)| super::eval::Scored::with_value(p, r, img, *v))
-                        .collect();
-                    super::grid::write_grid(
-                        &a.out.join(format!("samples-{:05}.png", s.step)),
-                        &items,
-                    )?;
-                }
-                if a.checkpoint_every > 0 && s.step % a.checkpoint_every == 0 {
-                    trainer.save(&ckpt)?;
+                        .map(|(_, _, _, img)| shapes::clean_render_distance(img))
+                        .sum::<f64>()
+                        / rec.last.len().max(1) as f64;
+                    let mut line = s.to_json();
+                    line["clean_distance"] = serde_json::json!(clean);
+                    writeln!(metrics, "{line}")
+                        .map_err(|e| Error::io("write", &metrics_path, e))?;
+                    bar.set_position(s.step);
+                    let adaptive = if trainer.config().velocity_mse_target > 0.0 {
+                        format!(", mse weight {:.3e}", s.velocity_mse_weight)
+                    } else {
+                        String::new()
+                    };
+                    bar.set_message(format!(
+                        "reward {:.3} ± {:.3}, clean distance {clean:.4}, loss {:+.4}, velocity mse {:.2e}{adaptive}, {:.2} s/step",
+                        s.reward_mean, s.reward_std, s.loss, s.velocity_mse, s.seconds
+                    ));
+                    if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
+                        for (p, r, v, _) in &rec.last {
+                            let line = serde_json::json!({"step": s.step, "prompt": p, "reasoning": r, "reward": v});
+                            writeln!(samples_log, "{line}")
+                                .map_err(|e| Error::io("write", &samples_path, e))?;
+                        }
+                        let items: Vec<super::eval::Scored> = rec
+                            .last
+                            .iter()
+                            .take(48)
+                            .map(|(p, r, v, img)| super::eval::Scored::with_value(p, r, img, *v))
+                            .collect();
+                        super::grid::write_grid(
+                            &a.out.join(format!("samples-{:05}.png", s.step)),
+                            &items,
+                        )?;
+                    }
+                    if a.checkpoint_every > 0 && s.step % a.checkpoint_every == 0 {
+                        trainer.save(&ckpt)?;
+                    }
+                    Ok(())
+                };
+                if let Err(e) = record() {
+                    outcome = Err(e);
+                    break;
                 }
             }
             Err(e) if e.kind() == ErrorKind::Cancelled => {
@@ -230,8 +261,24 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         }
     }
     bar.finish();
-    trainer.save(&ckpt)?;
-    write_reward_plot(&metrics_path, &a.out.join("reward.png"))?;
+    // a final checkpoint whatever failed (a full disk may refuse it too: then both are reported)
+    if let Err(e) = trainer.save(&ckpt) {
+        return Err(match outcome {
+            Ok(()) => e,
+            Err(first) => Error::new(
+                first.kind(),
+                format!("{first}; the final checkpoint failed too: {e}"),
+            ),
+        });
+    }
+    eprintln!(
+        "checkpoint at step {}: {}",
+        trainer.step_count(),
+        ckpt.display()
+    );
+    if let Err(e) = write_reward_plot(&metrics_path, &a.out.join("reward.png")) {
+        log::warn!("reward.png not written: {e}");
+    }
     if outcome.is_ok() {
         trainer.export_model(&a.out.join("model"))?;
         eprintln!(

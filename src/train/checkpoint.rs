@@ -24,26 +24,92 @@ fn bytes_of(a: &ArrayD<f32>) -> Vec<u8> {
     a.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Write `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A temporary name beside `path`, unique per process and call (two trainers in one process
+/// never share one): `.NAME.tmp-PID-N`.
+pub fn temp_beside(path: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
+    dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Write `bytes` to `path` atomically (a unique temporary file, synced, renamed over `path`); the
+/// temporary file is removed when anything fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_beside(path);
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))
+    })();
+    if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        Error::io("rename into", path, e)
-    })?;
+    }
+    res?;
+    sync_parent(path);
+    Ok(())
+}
+
+fn sync_parent(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// Put the directory `new` in the place of `dir` in one step: exchanged with an existing `dir`
+/// (renameat2 RENAME_EXCHANGE) and the old one removed, or renamed into place when there is
+/// none. Where the exchange is not supported, the old directory is moved aside to
+/// `dir.old-PID-N` first (a crash in between leaves it there, complete).
+pub fn swap_dir_into_place(new: &Path, dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::rename(new, dir).map_err(|e| Error::io("rename into", dir, e))?;
+        sync_parent(dir);
+        return Ok(());
+    }
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok();
+    if let (Some(a), Some(b)) = (c(new), c(dir)) {
+        // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            // `new` now holds the old directory
+            let _ = std::fs::remove_dir_all(new);
+            sync_parent(dir);
+            return Ok(());
+        }
+    }
+    let aside = temp_beside(dir).with_file_name(format!(
+        "{}.old-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("dir"),
+        std::process::id()
+    ));
+    std::fs::rename(dir, &aside).map_err(|e| Error::io("move aside", dir, e))?;
+    std::fs::rename(new, dir).map_err(|e| Error::io("rename into", dir, e))?;
+    let _ = std::fs::remove_dir_all(&aside);
+    sync_parent(dir);
     Ok(())
 }
 
@@ -322,7 +388,21 @@ impl Trainer {
     }
 
     /// Write a complete model package with the trained parameters into `dir`.
+    /// The package is written into a unique temporary directory beside `dir` and swapped into
+    /// place when complete (`swap_dir_into_place`), so a crash never leaves a half-written or
+    /// mixed package at `dir`.
     pub fn export_model(&self, dir: &Path) -> Result<()> {
+        let tmp = temp_beside(dir);
+        let res = self
+            .write_package(&tmp)
+            .and_then(|()| swap_dir_into_place(&tmp, dir));
+        if res.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        res
+    }
+
+    fn write_package(&self, dir: &Path) -> Result<()> {
         let src = &self.model().package;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let mut manifest = src.manifest.clone();

@@ -18,7 +18,7 @@ pub mod rollout;
 mod trainer;
 mod update;
 
-pub use checkpoint::{serialize_typed, write_atomic};
+pub use checkpoint::{serialize_typed, swap_dir_into_place, temp_beside, write_atomic};
 pub use collective::{Collective, Local};
 pub use objective::{Grads, Policies, Terms};
 pub use rollout::Rollout;
