@@ -73,6 +73,8 @@ fn eval_json_is_one_object_on_stdout() {
     let strict = v["strict_rate"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&mean) && (0.0..=1.0).contains(&strict));
     assert!(grid.exists());
+    // the shipped model's reasoning reads every explicit prompt as the prompt does
+    assert_eq!(v["reasoning_agreement"], 1.0, "{v}");
 }
 
 #[test]

@@ -136,6 +136,10 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
     let mut by_layout: std::collections::BTreeMap<&str, (f64, usize, usize)> = Default::default();
     let mut clean_sum = 0.0f64;
+    // the reasoning's own reading against the prompt's (explicit and indirect prompts; an
+    // open-ended prompt has many right readings): language drift of the text policy shows here
+    // while the score may not move
+    let (mut agree, mut judged) = (0usize, 0usize);
     for chunk in items.chunks(a.batch) {
         let ps: Vec<&str> = chunk.iter().map(|&(i, _)| prompts[i].0.as_str()).collect();
         let seeds: Vec<u64> = chunk.iter().map(|&(_, s)| s).collect();
@@ -152,6 +156,11 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             let score = shapes::score_spec(&prompts[i].1, &g.image);
             let clean = shapes::clean_render_distance(&g.image);
             clean_sum += clean;
+            if p.reasoning && layout_name(&prompts[i].1) != "open" {
+                judged += 1;
+                agree += shapes::parse_prompt(&g.reasoning)
+                    .is_ok_and(|r| r == prompts[i].1) as usize;
+            }
             if let Some((path, w)) = records.as_mut() {
                 let line = serde_json::json!({"prompt": g.prompt, "kind": layout_name(&prompts[i].1), "reasoning": g.reasoning,
                     "score": score.value(), "all_met": score.all_met(), "clean_distance": clean});
@@ -194,6 +203,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         "reward_mean": mean,
         "strict_rate": strict,
         "clean_distance": clean_sum / n as f64,
+        "reasoning_agreement": (judged > 0).then(|| agree as f64 / judged as f64),
         "n_prompts": prompts.len(),
         "n_images": n,
         "samples_per_prompt": a.samples,
@@ -217,6 +227,12 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             clean_sum / n as f64,
             n as f64 / secs
         );
+        if judged > 0 {
+            println!(
+                "  reasoning that reads as the prompt does: {:.1}% of {judged} (open-ended prompts left out)",
+                agree as f64 * 100.0 / judged as f64
+            );
+        }
         for (k, v) in &kinds {
             println!(
                 "  {k:<13} mean {:.3}  strict {:.1}%  ({} images)",
