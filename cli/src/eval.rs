@@ -158,8 +158,8 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             clean_sum += clean;
             if p.reasoning && layout_name(&prompts[i].1) != "open" {
                 judged += 1;
-                agree += shapes::parse_prompt(&g.reasoning)
-                    .is_ok_and(|r| r == prompts[i].1) as usize;
+                agree +=
+                    shapes::parse_prompt(&g.reasoning).is_ok_and(|r| r == prompts[i].1) as usize;
             }
             if let Some((path, w)) = records.as_mut() {
                 let line = serde_json::json!({"prompt": g.prompt, "kind": layout_name(&prompts[i].1), "reasoning": g.reasoning,
