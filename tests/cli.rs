@@ -687,3 +687,70 @@ fn run_directories_are_never_mixed() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// An `exec:` reward that never answers hung `train` forever (and Ctrl-C kept waiting, and a
+/// kill left the child and its PNGs behind). Now the timeout kills its process group and fails
+/// the step, the run ends with its checkpoint, and neither the program nor its folder is left.
+#[test]
+fn a_hanging_reward_program_times_out_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a red circle\n").unwrap();
+    let run = dir.path().join("run");
+    let marker = format!("unigrpo-test-hang-{}", std::process::id());
+    let t0 = std::time::Instant::now();
+    let o = unigrpo()
+        .args([
+            "train",
+            "--group-size",
+            "2",
+            "--prompts-per-step",
+            "1",
+            "--rollout-steps",
+            "3",
+        ])
+        .args([
+            "--threads",
+            "1",
+            "--samples-every",
+            "0",
+            "--steps",
+            "3",
+            "--reward-timeout",
+            "2",
+        ])
+        .arg("--reward")
+        .arg(format!("exec:sleep 1000 # {marker}"))
+        .arg("--model")
+        .arg(common::shapes_dir())
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("did not answer within 2 s (killed"), "{e}");
+    assert!(t0.elapsed().as_secs() < 60, "{:?}", t0.elapsed());
+    assert!(
+        run.join("checkpoint.safetensors").exists(),
+        "the final checkpoint"
+    );
+    let left: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("tmp-reward"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let ps = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "the reward program survived: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}

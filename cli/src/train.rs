@@ -55,6 +55,16 @@ pub struct TrainArgs {
     /// Run directory: metrics.jsonl, checkpoint.safetensors, samples, model/, reward.png.
     #[arg(long)]
     out: PathBuf,
+    /// Seconds an exec: reward may take for one step before it is killed and the step fails.
+    #[arg(long, default_value_t = 600.0, value_parser = positive_seconds)]
+    reward_timeout: f64,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 pub fn read_prompts(path: &Path) -> Result<Vec<String>, Error> {
@@ -112,7 +122,16 @@ impl Reward for Recording<'_> {
 
 pub fn train(a: TrainArgs) -> Result<(), Error> {
     let prompts = read_prompts(&a.prompts)?;
-    let mut reward = reward::from_name(&a.reward)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io("create", &a.out, e))?;
+    let cancel = ctrlc_token();
+    let mut reward = reward::from_name_with(
+        &a.reward,
+        &reward::ExecOptions {
+            timeout: Some(std::time::Duration::from_secs_f64(a.reward_timeout)),
+            cancel: Some(cancel.clone()),
+            temp_root: Some(a.out.clone()),
+        },
+    )?;
     let model = Arc::new(a.rt.load()?);
     let mut cfg = match &a.resume {
         Some(p) => Trainer::checkpoint_config(p, model.manifest())?,
@@ -124,7 +143,6 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         .prompts_per_step
         .unwrap_or(model.manifest().training.prompts_per_step)
         .max(1) as usize;
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io("create", &a.out, e))?;
     let _lock = super::rundir::lock(&a.out)?;
     super::rundir::remove_leftovers(&a.out);
     let ckpt = a.out.join("checkpoint.safetensors");
@@ -169,7 +187,6 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     };
     let mut metrics = open_append(&metrics_path)?;
     let mut samples_log = open_append(&samples_path)?;
-    let cancel = ctrlc_token();
     let bar = ProgressBar::new(a.steps);
     bar.set_style(
         ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} ({elapsed})")

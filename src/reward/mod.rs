@@ -43,6 +43,21 @@ impl Reward for ShapesReward {
 
 /// Parse a reward name: `shapes` or `exec:COMMAND`.
 pub fn from_name(name: &str) -> Result<Box<dyn Reward>> {
+    from_name_with(name, &ExecOptions::default())
+}
+
+/// How an `exec:` reward runs (the other rewards ignore these).
+#[derive(Clone, Default)]
+pub struct ExecOptions {
+    /// None = `exec::DEFAULT_TIMEOUT`.
+    pub timeout: Option<std::time::Duration>,
+    pub cancel: Option<crate::cancel::CancelToken>,
+    /// Where the samples' PNGs are written (None = the system's temporary directory).
+    pub temp_root: Option<std::path::PathBuf>,
+}
+
+/// `from_name` with the exec reward's timeout, cancellation and temporary folder.
+pub fn from_name_with(name: &str, o: &ExecOptions) -> Result<Box<dyn Reward>> {
     if name == "shapes" {
         return Ok(Box::new(ShapesReward));
     }
@@ -52,7 +67,17 @@ pub fn from_name(name: &str) -> Result<Box<dyn Reward>> {
                 "exec: needs a command, e.g. exec:python3 my_reward.py",
             ));
         }
-        return Ok(Box::new(exec::ExecReward::new(cmd)));
+        let mut r = exec::ExecReward::new(cmd);
+        if let Some(t) = o.timeout {
+            r = r.with_timeout(t);
+        }
+        if let Some(c) = &o.cancel {
+            r = r.with_cancel(c.clone());
+        }
+        if let Some(d) = &o.temp_root {
+            r = r.with_temp_root(d.clone());
+        }
+        return Ok(Box::new(r));
     }
     Err(Error::invalid(format!(
         "unknown reward {name:?}: expected \"shapes\" or \"exec:COMMAND\""
