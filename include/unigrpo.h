@@ -674,7 +674,9 @@ const char *unigrpo_model_device(const struct unigrpo_model *m);
 const char *unigrpo_model_info(const struct unigrpo_model *m);
 
 /*
- Free a model; NULL does nothing. Trainers made from it keep what they need alive.
+ Free a model; NULL does nothing. Trainers made from it keep what they need alive. Called from
+ one of the model's own callbacks (a generation's progress), the running call is cancelled and
+ the model freed when it returns; the handle is invalid from this call on.
  */
 void unigrpo_model_free(struct unigrpo_model *m);
 
@@ -806,6 +808,10 @@ struct unigrpo_error *unigrpo_trainer_set_learning_rate(struct unigrpo_trainer *
 
 /*
  Free a trainer; NULL does nothing. Frees its model too if the model was already freed.
+ Called from one of the trainer's own callbacks, the running call is cancelled (a step then
+ fails with UNIGRPO_ERR_CANCELLED and changes nothing) and the trainer is freed when that call
+ returns; the handle is invalid from this call on. Freeing a trainer another thread is using
+ is the host's error.
  */
 void unigrpo_trainer_free(struct unigrpo_trainer *t);
 

@@ -357,7 +357,7 @@ impl Trainer {
             })
             .collect();
         let rewards = reward.score(&samples).map_err(|e| {
-            if e.kind() == ErrorKind::Callback {
+            if matches!(e.kind(), ErrorKind::Callback | ErrorKind::Cancelled) {
                 e
             } else {
                 Error::new(ErrorKind::Callback, format!("the reward failed: {e}"))

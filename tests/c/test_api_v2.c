@@ -87,6 +87,24 @@ static void on_log(void *u, unigrpo_log_level level, const char *msg) {
   if (level == UNIGRPO_LOG_INFO && strstr(msg, "loaded tiny-shapes") != NULL) log_info_seen = 1;
 }
 
+/* a reward that frees its own trainer (the handle is in user data) */
+static int32_t free_own_trainer(void *u, const unigrpo_sample *s, size_t n, float *r) {
+  unigrpo_trainer_free((unigrpo_trainer *)u);
+  for (size_t i = 0; i < n; i++) r[i] = (float)i;
+  (void)s;
+  return 0;
+}
+/* a progress callback that frees the model it reports for, once */
+static bool free_own_model(void *u, unigrpo_stage stage, uint32_t step, uint32_t total) {
+  unigrpo_model **m = u;
+  if (*m != NULL && stage == UNIGRPO_STAGE_DENOISING) {
+    unigrpo_model_free(*m);
+    *m = NULL;
+  }
+  (void)step; (void)total;
+  return true;
+}
+
 static const char *PROMPTS[] = {"two red circles", "a circle the colour of the sky"};
 
 static void small(unigrpo_train_params *p) {
@@ -296,6 +314,30 @@ int main(int argc, char **argv) {
   expect(unigrpo_trainer_step(tc, PROMPTS, 2, redness, NULL, NULL, NULL), UNIGRPO_OK, "step with world 1");
   CHECK(reductions == 0);
   expect(unigrpo_trainer_set_collective(tc, &c), UNIGRPO_ERR_INVALID_ARGUMENT, "collective after a step");
+
+  /* freeing an object from its own callback: deferred, the call is cancelled and changes
+     nothing, the object is freed when the call returns (no use after free under ASan) */
+  {
+    size_t live = unigrpo_debug_live_objects();
+    unigrpo_train_params fp;
+    unigrpo_train_params_init(m, &fp);
+    small(&fp);
+    unigrpo_trainer *tf = NULL;
+    expect(unigrpo_trainer_new(m, &fp, &tf), UNIGRPO_OK, "trainer to free from its reward");
+    expect(unigrpo_trainer_step(tf, PROMPTS, 2, free_own_trainer, tf, NULL, NULL), UNIGRPO_ERR_CANCELLED,
+           "a reward that frees its own trainer");
+    CHECK(unigrpo_debug_live_objects() == live);
+    unigrpo_model *m2 = NULL;
+    expect(unigrpo_model_load(MODEL, NULL, &m2), UNIGRPO_OK, "second model handle");
+    unigrpo_generate_params g3;
+    unigrpo_generate_params_init(m2, &g3);
+    g3.progress = free_own_model;
+    g3.progress_user_data = &m2;
+    unigrpo_generation *gf = NULL;
+    expect(unigrpo_generate(m2, PROMPTS[0], &g3, NULL, &gf), UNIGRPO_ERR_CANCELLED,
+           "a progress callback that frees its own model");
+    CHECK(gf == NULL && m2 == NULL && unigrpo_debug_live_objects() == live);
+  }
 
   /* a rollout outlives its trainer and model */
   unigrpo_trainer_free(a);

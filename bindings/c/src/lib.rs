@@ -87,6 +87,7 @@ pub extern "C" fn unigrpo_version() -> *const c_char {
 /// Run `f`, turning a panic into `UNIGRPO_ERR_PANIC` and an `Err` into an error object.
 pub(crate) fn guard(f: impl FnOnce() -> Result<(), Error>) -> *mut unigrpo_error {
     log::install();
+    let _depth = CallDepth::enter();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(())) => std::ptr::null_mut(),
         Ok(Err(e)) => new_error(e),
@@ -236,9 +237,61 @@ pub(crate) unsafe fn init_sized<T: Copy>(dst: *mut T, defaults: T, size: usize) 
     }
 }
 
+/// A free deferred to the end of the outermost library call on this thread.
+type PendingFree = (usize, Box<dyn FnOnce()>);
+
 thread_local! {
     /// Models and trainers whose callbacks are running on this thread.
     static IN_CALLBACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Library calls running on this thread (a callback may call the library again).
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Objects freed from inside one of their own callbacks, by id, with their free.
+    static PENDING_FREE: RefCell<Vec<PendingFree>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Free an object now, or, when `id` is inside one of its own callbacks on this thread, when the
+/// outermost library call returns (the running call finishes first; its handle is invalid from
+/// here on). Logged at WARN.
+pub(crate) fn free_or_defer(id: usize, what: &str, free: impl FnOnce() + 'static) {
+    if IN_CALLBACK.with(|c| c.borrow().contains(&id)) {
+        ::log::warn!(
+            "{what} called from one of the object's own callbacks: the running call is cancelled \
+             and the object is freed when it returns"
+        );
+        PENDING_FREE.with(|p| p.borrow_mut().push((id, Box::new(free))));
+    } else {
+        free();
+    }
+}
+
+/// Whether any of `ids` was freed from its own callback (the running call then cancels).
+pub(crate) fn free_pending(ids: &[usize]) -> bool {
+    PENDING_FREE.with(|p| p.borrow().iter().any(|(id, _)| ids.contains(id)))
+}
+
+/// Counts a library call; the outermost one runs the deferred frees when it ends.
+struct CallDepth;
+
+impl CallDepth {
+    fn enter() -> CallDepth {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        CallDepth
+    }
+}
+
+impl Drop for CallDepth {
+    fn drop(&mut self) {
+        let outermost = DEPTH.with(|d| {
+            d.set(d.get() - 1);
+            d.get() == 0
+        });
+        if outermost {
+            let pending = PENDING_FREE.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            for (_, free) in pending {
+                free();
+            }
+        }
+    }
 }
 
 /// Refuse re-entry from a callback into the object `id`.
@@ -284,9 +337,13 @@ pub(crate) fn progress_adapter(
     move |stage, step, total| match f {
         None => true,
         Some(f) => {
-            let _scope = CallbackScope::enter(&ids);
-            // SAFETY: the host's callback with the user_data it gave; it must not unwind.
-            unsafe { f(user as *mut std::ffi::c_void, stage.into(), step, total) }
+            let go = {
+                let _scope = CallbackScope::enter(&ids);
+                // SAFETY: the host's callback with the user_data it gave; it must not unwind.
+                unsafe { f(user as *mut std::ffi::c_void, stage.into(), step, total) }
+            };
+            // an object freed from its own callback cancels the running call
+            go && !free_pending(&ids)
         }
     }
 }

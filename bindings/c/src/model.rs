@@ -194,9 +194,21 @@ pub unsafe extern "C" fn unigrpo_model_info(m: *const unigrpo_model) -> *const c
     })
 }
 
-/// Free a model; NULL does nothing. Trainers made from it keep what they need alive.
+/// Free a model; NULL does nothing. Trainers made from it keep what they need alive. Called from
+/// one of the model's own callbacks (a generation's progress), the running call is cancelled and
+/// the model freed when it returns; the handle is invalid from this call on.
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_model_free(m: *mut unigrpo_model) {
-    // SAFETY: a model handle from unigrpo_model_load, or NULL; the host gives up ownership.
-    quiet((), || unsafe { unbox(m) })
+    // SAFETY: a model handle from unigrpo_model_load, or NULL.
+    let Some(h) = (unsafe { m.as_ref() }) else {
+        return;
+    };
+    let (id, addr) = (h.id(), m as usize);
+    quiet((), || {
+        super::free_or_defer(id, "unigrpo_model_free", move || {
+            // SAFETY: a model handle from unigrpo_model_load; the host gives up ownership and no
+            // library call uses it any more (deferred while one of its callbacks ran).
+            unsafe { unbox(addr as *mut unigrpo_model) }
+        })
+    })
 }

@@ -157,6 +157,13 @@ impl Reward for CReward {
             // n_samples entries and live through the call.
             unsafe { (self.f)(self.user, cs.as_ptr(), cs.len(), rewards.as_mut_ptr()) }
         };
+        if super::free_pending(&self.ids) {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "the trainer or its model was freed from the reward callback: the step is cancelled \
+                 (nothing changed) and the object is freed when the call returns",
+            ));
+        }
         if rc != 0 {
             return Err(Error::new(
                 ErrorKind::Callback,
@@ -325,8 +332,21 @@ pub unsafe extern "C" fn unigrpo_trainer_set_learning_rate(
 }
 
 /// Free a trainer; NULL does nothing. Frees its model too if the model was already freed.
+/// Called from one of the trainer's own callbacks, the running call is cancelled (a step then
+/// fails with UNIGRPO_ERR_CANCELLED and changes nothing) and the trainer is freed when that call
+/// returns; the handle is invalid from this call on. Freeing a trainer another thread is using
+/// is the host's error.
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_trainer_free(t: *mut unigrpo_trainer) {
-    // SAFETY: a trainer handle, or NULL; the host gives up ownership.
-    quiet((), || unsafe { unbox(t) })
+    if t.is_null() {
+        return;
+    }
+    let addr = t as usize;
+    quiet((), || {
+        super::free_or_defer(addr, "unigrpo_trainer_free", move || {
+            // SAFETY: a trainer handle from unigrpo_trainer_new; the host gives up ownership and
+            // no library call uses it any more (deferred while one of its callbacks ran).
+            unsafe { unbox(addr as *mut unigrpo_trainer) }
+        })
+    })
 }
