@@ -289,6 +289,11 @@ typedef struct unigrpo_model_options {
    large to hash at every load); other = INVALID_ARGUMENT. A mismatch is MODEL_FORMAT.
    */
   uint32_t verify;
+  /*
+   Version 2. Prompt words the vocabulary does not know are INVALID_ARGUMENT; default false:
+   a warning through the log (once per prompt), and they are read as the unknown token.
+   */
+  bool strict_vocabulary;
 } unigrpo_model_options;
 
 /*

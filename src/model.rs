@@ -29,6 +29,9 @@ pub struct ModelOptions {
     pub onnxruntime_path: Option<PathBuf>,
     /// How the package's files are checked against its manifest before anything is loaded.
     pub verify: Verify,
+    /// Prompt words the vocabulary does not know are an error (default: a warning, once per
+    /// prompt, and they are read as the unknown token).
+    pub strict_vocabulary: bool,
 }
 
 /// The most threads of either kind a pool may have per core this process may use: more only
@@ -69,7 +72,8 @@ impl Model {
         package.verify(opts.verify)?;
         let m = &package.manifest;
         let params = load_params(&package.file(&m.params.file), &m.params.tensors)?;
-        let tokenizer = Tokenizer::load(&package.file(&m.tokenizer), m)?;
+        let mut tokenizer = Tokenizer::load(&package.file(&m.tokenizer), m)?;
+        tokenizer.strict_vocabulary = opts.strict_vocabulary;
         let env = runtime::environment(
             opts.onnxruntime_path.as_deref(),
             &ThreadPool {

@@ -754,3 +754,38 @@ fn a_hanging_reward_program_times_out_and_leaves_nothing() {
         String::from_utf8_lossy(&ps.stdout)
     );
 }
+
+/// Out-of-vocabulary or upper-case words silently became `<unk>` ("TWO RED CIRCLES" reasoned
+/// "two red triangle"): a warning names them, and --strict-vocabulary refuses the prompt.
+#[test]
+fn unknown_prompt_words_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = |strict: bool| {
+        let mut c = unigrpo();
+        c.args([
+            "generate",
+            "--prompt",
+            "TWO RED circles",
+            "--threads",
+            "1",
+            "--model",
+        ])
+        .arg(common::shapes_dir())
+        .arg("--out")
+        .arg(dir.path().join("u.png"));
+        if strict {
+            c.arg("--strict-vocabulary");
+        }
+        c.output().unwrap()
+    };
+    let o = gen(false);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("does not know (TWO, RED)"), "{e}");
+    let o = gen(true);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("does not know (TWO, RED)"),
+        "{e}"
+    );
+}

@@ -71,6 +71,9 @@ pub struct RuntimeArgs {
     /// or size (sizes only, for packages too large to hash at every load).
     #[arg(long, default_value = "full", value_parser = ["full", "size"])]
     pub verify: String,
+    /// Prompt words the vocabulary does not know are an error (default: a warning).
+    #[arg(long)]
+    pub strict_vocabulary: bool,
 }
 
 impl RuntimeArgs {
@@ -86,6 +89,7 @@ impl RuntimeArgs {
                 strict_device: self.strict_device,
                 onnxruntime_path: self.onnxruntime.clone(),
                 verify: Verify::from_name(&self.verify).unwrap_or_default(),
+                strict_vocabulary: self.strict_vocabulary,
             },
         )?;
         eprintln!(

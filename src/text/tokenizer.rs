@@ -12,6 +12,12 @@ pub struct Tokenizer {
     pub end_reasoning: i64,
     template: crate::package::Template,
     max_sequence: usize,
+    /// The unknown-word token, when the vocabulary has one.
+    unk: Option<u32>,
+    /// Unknown prompt words are an error instead of a warning.
+    pub strict_vocabulary: bool,
+    /// Prompts already warned about (one warning per prompt, not per step).
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Tokenizer {
@@ -49,9 +55,14 @@ impl Tokenizer {
             pad: id(&st.pad, "pad")?,
             bos: id(&st.bos, "bos")?,
             end_reasoning: id(&st.end_reasoning, "end_reasoning")?,
+            unk: ["<unk>", "[UNK]", "<UNK>"]
+                .iter()
+                .find_map(|t| inner.token_to_id(t)),
             inner,
             template: m.template.clone(),
             max_sequence: m.max_sequence,
+            strict_vocabulary: false,
+            warned: Default::default(),
         })
     }
 
@@ -68,9 +79,45 @@ impl Tokenizer {
         self.inner.decode(&ids, true).unwrap_or_default()
     }
 
+    /// The words of `text` the vocabulary does not know (they would be read as its unknown
+    /// token), in order.
+    pub fn unknown_words(&self, text: &str) -> Vec<String> {
+        let Some(unk) = self.unk else {
+            return Vec::new();
+        };
+        let Ok(enc) = self.inner.encode(text, false) else {
+            return Vec::new();
+        };
+        enc.get_ids()
+            .iter()
+            .zip(enc.get_offsets())
+            .filter(|(&id, _)| id == unk)
+            .filter_map(|(_, &(a, b))| text.get(a..b).map(str::to_string))
+            .collect()
+    }
+
     fn check_prompt(&self, prompt: &str) -> Result<()> {
         if prompt.trim().is_empty() {
             return Err(Error::invalid("the prompt is empty"));
+        }
+        let unknown = self.unknown_words(prompt);
+        if !unknown.is_empty() {
+            let msg = format!(
+                "the prompt {prompt:?} has words this model's vocabulary does not know ({}); they are read as \
+                 the unknown token (the vocabulary is case-sensitive)",
+                unknown.join(", ")
+            );
+            if self.strict_vocabulary {
+                return Err(Error::invalid(msg));
+            }
+            let first = self
+                .warned
+                .lock()
+                .map(|mut w| w.insert(prompt.to_string()))
+                .unwrap_or(true);
+            if first {
+                log::warn!("{msg}");
+            }
         }
         Ok(())
     }

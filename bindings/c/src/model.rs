@@ -62,11 +62,14 @@ pub struct unigrpo_model_options {
     /// before loading: 0 = full (size and sha256, the default), 1 = size only (for packages too
     /// large to hash at every load); other = INVALID_ARGUMENT. A mismatch is MODEL_FORMAT.
     pub verify: u32,
+    /// Version 2. Prompt words the vocabulary does not know are INVALID_ARGUMENT; default false:
+    /// a warning through the log (once per prompt), and they are read as the unknown token.
+    pub strict_vocabulary: bool,
 }
 
 pub(crate) fn options_fields() -> Vec<Field> {
     fields!(unigrpo_model_options: struct_size, device, intra_op_threads, onnxruntime_path, inter_op_threads,
-        allow_spinning, strict_device, verify)
+        allow_spinning, strict_device, verify, strict_vocabulary)
 }
 
 fn default_options() -> unigrpo_model_options {
@@ -79,6 +82,7 @@ fn default_options() -> unigrpo_model_options {
         allow_spinning: false,
         strict_device: false,
         verify: 0,
+        strict_vocabulary: false,
     }
 }
 
@@ -159,6 +163,7 @@ pub unsafe extern "C" fn unigrpo_model_load(
                 strict_device: opts.strict_device,
                 onnxruntime_path: ort,
                 verify,
+                strict_vocabulary: opts.strict_vocabulary,
             },
         )?;
         let info = CString::new(serde_json::to_string(&model.info()).unwrap_or_default())
