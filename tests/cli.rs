@@ -177,6 +177,11 @@ fn train_writes_a_run_directory_and_resumes() {
     };
     let err = train("2", &[]);
     assert!(err.contains("training configuration"), "{err}");
+    // without a terminal the progress is one plain line per step
+    assert!(
+        err.contains("step 1/2: reward ") && err.contains("step 2/2: reward "),
+        "{err}"
+    );
     for f in [
         "metrics.jsonl",
         "checkpoint.safetensors",

@@ -133,6 +133,8 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         .transpose()?;
     let cancel = ctrlc_token();
     let t = Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = Instant::now();
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
     let mut by_layout: std::collections::BTreeMap<&str, (f64, usize, usize)> = Default::default();
     let mut clean_sum = 0.0f64;
@@ -181,6 +183,15 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         bar.inc(chunk.len() as u64);
         let mean = scored.iter().map(|s| s.value as f64).sum::<f64>() / scored.len() as f64;
         bar.set_message(format!("mean {mean:.3}"));
+        if !tty && (last_line.elapsed().as_secs() >= 10 || scored.len() == items.len()) {
+            // a log file or pipe gets a plain line every 10 s instead of the bar
+            eprintln!(
+                "eval: {}/{} images, mean {mean:.3}",
+                scored.len(),
+                items.len()
+            );
+            last_line = Instant::now();
+        }
     }
     bar.finish_and_clear();
     if let Some((path, w)) = records.as_mut() {

@@ -187,6 +187,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     };
     let mut metrics = open_append(&metrics_path)?;
     let mut samples_log = open_append(&samples_path)?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = ProgressBar::new(a.steps);
     bar.set_style(
         ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -235,10 +236,16 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                     } else {
                         String::new()
                     };
-                    bar.set_message(format!(
+                    let msg = format!(
                         "reward {:.3} ± {:.3}, clean distance {clean:.4}, loss {:+.4}, velocity mse {:.2e}{adaptive}, {:.2} s/step",
                         s.reward_mean, s.reward_std, s.loss, s.velocity_mse, s.seconds
-                    ));
+                    );
+                    if tty {
+                        bar.set_message(msg);
+                    } else {
+                        // a log file or pipe gets one plain line per step instead of the bar
+                        eprintln!("step {}/{}: {msg}", s.step, a.steps);
+                    }
                     if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
                         for (p, r, v, _) in &rec.last {
                             let line = serde_json::json!({"step": s.step, "prompt": p, "reasoning": r, "reward": v});
