@@ -794,3 +794,52 @@ fn unknown_prompt_words_are_named() {
         "{e}"
     );
 }
+
+/// A full disk while writing the logs killed the run without its final checkpoint: the error
+/// names the file and the reason, and the checkpoint of the completed steps is written.
+/// (`samples.jsonl` is a link to /dev/full, which fails every write with ENOSPC.)
+#[test]
+fn a_full_disk_ends_the_run_with_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a red circle\n").unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::symlink("/dev/full", run.join("samples.jsonl")).unwrap();
+    let o = unigrpo()
+        .args([
+            "train",
+            "--reward",
+            "shapes",
+            "--group-size",
+            "2",
+            "--prompts-per-step",
+            "1",
+        ])
+        .args([
+            "--rollout-steps",
+            "3",
+            "--threads",
+            "1",
+            "--samples-every",
+            "1",
+            "--steps",
+            "3",
+        ])
+        .arg("--model")
+        .arg(common::shapes_dir())
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("samples.jsonl") && e.contains("No space left on device"),
+        "{e}"
+    );
+    assert!(e.contains("checkpoint at step 1"), "{e}");
+    assert!(run.join("checkpoint.safetensors").exists());
+}
