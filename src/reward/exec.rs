@@ -158,33 +158,28 @@ impl Reward for ExecReward {
                 self.command, status
             )));
         }
-        let text = String::from_utf8_lossy(&stdout);
-        let values: Vec<f32> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                let t = l.trim();
-                if t.eq_ignore_ascii_case("nan") {
-                    return Ok(f32::NAN);
-                }
-                t.parse::<f32>().map_err(|_| {
-                    callback_err(format!(
-                        "exec reward {:?}: line {} is not a number: {t:?}",
-                        self.command,
-                        i + 1
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
-        if values.len() != samples.len() {
-            return Err(callback_err(format!(
-                "exec reward {:?} wrote {} numbers for {} samples",
-                self.command,
-                values.len(),
-                samples.len()
-            )));
-        }
-        Ok(values)
+        parse_output(&String::from_utf8_lossy(&stdout), samples.len())
+            .map_err(|m| callback_err(format!("exec reward {:?}: {m}", self.command)))
     }
+}
+
+/// The reward program's output: one number per non-empty line (`nan` = no reward), exactly `n`.
+pub fn parse_output(text: &str, n: usize) -> std::result::Result<Vec<f32>, String> {
+    let values: Vec<f32> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            let t = l.trim();
+            if t.eq_ignore_ascii_case("nan") {
+                return Ok(f32::NAN);
+            }
+            t.parse::<f32>()
+                .map_err(|_| format!("line {} is not a number: {t:?}", i + 1))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    if values.len() != n {
+        return Err(format!("wrote {} numbers for {n} samples", values.len()));
+    }
+    Ok(values)
 }
