@@ -843,3 +843,93 @@ fn a_full_disk_ends_the_run_with_its_checkpoint() {
     assert!(e.contains("checkpoint at step 1"), "{e}");
     assert!(run.join("checkpoint.safetensors").exists());
 }
+
+/// SIGKILL at seeded random moments, each followed by `--resume`: the run ends with exactly the
+/// uninterrupted run's parameters, every step logged once, and no temporary files.
+#[test]
+fn random_kills_and_resumes_reproduce_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
+    let steps = 8;
+    let cmd = |run: &std::path::Path| {
+        let mut c = unigrpo();
+        c.args([
+            "train",
+            "--reward",
+            "shapes",
+            "--group-size",
+            "2",
+            "--prompts-per-step",
+            "1",
+        ])
+        .args([
+            "--rollout-steps",
+            "3",
+            "--threads",
+            "1",
+            "--samples-every",
+            "2",
+        ])
+        .args(["--steps", &steps.to_string(), "--model"])
+        .arg(common::shapes_dir())
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(run);
+        let ckpt = run.join("checkpoint.safetensors");
+        if ckpt.exists() {
+            c.arg("--resume").arg(ckpt);
+        }
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let clean = dir.path().join("clean");
+    assert!(cmd(&clean).status().unwrap().success());
+    let killed = dir.path().join("killed");
+    // a small LCG: the kill delays are fixed by the seed
+    let mut x: u64 = 20261201;
+    let mut kills = 0;
+    for _ in 0..5 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = std::time::Duration::from_millis(800 + (x >> 33) % 1500);
+        let mut child = cmd(&killed).spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(cmd(&killed).status().unwrap().success());
+    assert!(
+        kills >= 2,
+        "only {kills} kills landed: the run is faster than the delays"
+    );
+    let params =
+        |run: &std::path::Path| std::fs::read(run.join("model/params.safetensors")).unwrap();
+    assert!(
+        params(&clean) == params(&killed),
+        "the resumed run's parameters differ"
+    );
+    let logged: Vec<u64> = std::fs::read_to_string(killed.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(logged, (1..=steps).collect::<Vec<u64>>());
+    let leftovers: Vec<String> = std::fs::read_dir(&killed)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp-") || n.contains(".old-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
