@@ -25,11 +25,12 @@ impl RgbImage {
         let i = ((y * self.width + x) * 3) as usize;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
     }
-    /// Write a PNG, atomically (temporary file, then rename).
+    /// Write a PNG atomically (encoded in memory, then `write_atomic`: a unique temporary
+    /// file, synced, renamed; removed when anything fails).
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("png.tmp");
-        image::save_buffer_with_format(
-            &tmp,
+        let mut bytes = Vec::new();
+        image::write_buffer_with_format(
+            &mut std::io::Cursor::new(&mut bytes),
             &self.data,
             self.width,
             self.height,
@@ -39,10 +40,10 @@ impl RgbImage {
         .map_err(|e| {
             Error::new(
                 crate::error::ErrorKind::Io,
-                format!("cannot write {}: {e}", tmp.display()),
+                format!("cannot encode {}: {e}", path.display()),
             )
         })?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))
+        crate::train::write_atomic(path, &bytes)
     }
     pub fn load_png(path: &Path) -> Result<RgbImage> {
         let img = image::open(path)

@@ -904,7 +904,15 @@ fn random_kills_and_resumes_reproduce_the_uninterrupted_run() {
         }
         child.wait().unwrap();
     }
-    assert!(cmd(&killed).status().unwrap().success());
+    let last = cmd(&killed)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
     assert!(
         kills >= 2,
         "only {kills} kills landed: the run is faster than the delays"

@@ -148,15 +148,24 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     let ckpt = a.out.join("checkpoint.safetensors");
     let metrics_path = a.out.join("metrics.jsonl");
     let samples_path = a.out.join("samples.jsonl");
-    if a.resume.is_none() && (ckpt.exists() || metrics_path.exists()) {
-        if !a.force {
+    if a.resume.is_none() {
+        if ckpt.exists() && !a.force {
             return Err(Error::invalid(format!(
                 "{} already holds a run: pass --resume {} to continue it, or --force to start over",
                 a.out.display(),
                 ckpt.display()
             )));
         }
-        super::rundir::clear(&a.out)?;
+        if ckpt.exists() || metrics_path.exists() {
+            // --force, or logs of a run stopped before its first checkpoint (nothing to resume)
+            if !ckpt.exists() {
+                eprintln!(
+                    "{} holds logs but no checkpoint (a run stopped before its first one): starting over",
+                    a.out.display()
+                );
+            }
+            super::rundir::clear(&a.out)?;
+        }
     }
     let mut trainer = Trainer::new(model.clone(), cfg.clone())?;
     if let Some(p) = &a.resume {

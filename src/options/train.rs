@@ -102,7 +102,7 @@ option_struct! {
         velocity_mse_weight: f32 { ord: 11, flag: "velocity-mse-weight", default: |m: &Manifest| m.training.velocity_mse_weight,
             range: Range::at_least(0.0), legacy: None }
         /// Weight beta_txt of the text k3 KL against the reference model.
-        text_kl_weight: f32 { ord: 12, flag: "text-kl-weight", default: |_: &Manifest| 0.0,
+        text_kl_weight: f32 { ord: 12, flag: "text-kl-weight", default: |m: &Manifest| m.training.text_kl_weight,
             range: Range::at_least(0.0), legacy: None }
         /// Weight beta_img of FlowGRPO's latent KL (for ablations).
         image_kl_weight: f32 { ord: 13, flag: "image-kl-weight", default: |_: &Manifest| 0.0,
@@ -132,7 +132,7 @@ option_struct! {
         seed: u64 { ord: 21, flag: "seed", default: |_: &Manifest| 0,
             range: Range::any(), legacy: None }
         /// Learning rate of the text-only parameter group; 0 = learning_rate.
-        text_learning_rate: f32 { ord: 24, flag: "text-lr", default: |_: &Manifest| 0.0,
+        text_learning_rate: f32 { ord: 24, flag: "text-lr", default: |m: &Manifest| m.training.text_learning_rate,
             range: Range::closed(0.0, MAX_LEARNING_RATE as f64), legacy: Some(Value::F32(0.0)) }
         /// Learning rate of the image-only parameter group; 0 = learning_rate.
         image_learning_rate: f32 { ord: 25, flag: "image-lr", default: |_: &Manifest| 0.0,

@@ -133,6 +133,12 @@ pub struct TrainingDefaults {
     pub advantage_clip: f32,
     pub weight_decay: f32,
     pub max_grad_norm: f32,
+    /// Learning rate of the text-only parameter group; absent or 0 = learning_rate.
+    #[serde(default)]
+    pub text_learning_rate: f32,
+    /// Weight of the text k3 KL against the reference model; absent = 0.
+    #[serde(default)]
+    pub text_kl_weight: f32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
