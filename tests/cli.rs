@@ -8,6 +8,41 @@ fn unigrpo() -> Command {
     Command::new(common::unigrpo_bin())
 }
 
+/// `unigrpo train` on the smallest configuration (groups of 2, one prompt per step, 3 rollout
+/// steps, one thread) from `prompts` into `run`, with `reward`.
+fn tiny_train(
+    prompts: &std::path::Path,
+    run: &std::path::Path,
+    steps: u64,
+    reward: &str,
+    samples_every: u64,
+) -> Command {
+    let mut c = unigrpo();
+    c.args([
+        "train",
+        "--group-size",
+        "2",
+        "--prompts-per-step",
+        "1",
+        "--rollout-steps",
+        "3",
+    ])
+    .args(["--threads", "1", "--reward", reward])
+    .args([
+        "--samples-every",
+        &samples_every.to_string(),
+        "--steps",
+        &steps.to_string(),
+    ])
+    .arg("--model")
+    .arg(common::shapes_dir())
+    .arg("--prompts")
+    .arg(prompts)
+    .arg("--out")
+    .arg(run);
+    c
+}
+
 #[test]
 fn generate_prints_reasoning_and_writes_a_png() {
     let dir = tempfile::tempdir().unwrap();
@@ -581,30 +616,7 @@ fn run_directories_are_never_mixed() {
     std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
     let run = dir.path().join("run");
     let train = |steps: &str, extra: &[&str]| {
-        unigrpo()
-            .args([
-                "train",
-                "--reward",
-                "shapes",
-                "--group-size",
-                "2",
-                "--prompts-per-step",
-                "1",
-            ])
-            .args([
-                "--rollout-steps",
-                "3",
-                "--threads",
-                "1",
-                "--samples-every",
-                "0",
-            ])
-            .args(["--steps", steps, "--model"])
-            .arg(common::shapes_dir())
-            .arg("--prompts")
-            .arg(&prompts)
-            .arg("--out")
-            .arg(&run)
+        tiny_train(&prompts, &run, steps.parse().unwrap(), "shapes", 0)
             .args(extra)
             .output()
             .unwrap()
@@ -704,34 +716,8 @@ fn a_hanging_reward_program_times_out_and_leaves_nothing() {
     let run = dir.path().join("run");
     let marker = format!("unigrpo-test-hang-{}", std::process::id());
     let t0 = std::time::Instant::now();
-    let o = unigrpo()
-        .args([
-            "train",
-            "--group-size",
-            "2",
-            "--prompts-per-step",
-            "1",
-            "--rollout-steps",
-            "3",
-        ])
-        .args([
-            "--threads",
-            "1",
-            "--samples-every",
-            "0",
-            "--steps",
-            "3",
-            "--reward-timeout",
-            "2",
-        ])
-        .arg("--reward")
-        .arg(format!("exec:sleep 1000 # {marker}"))
-        .arg("--model")
-        .arg(common::shapes_dir())
-        .arg("--prompts")
-        .arg(&prompts)
-        .arg("--out")
-        .arg(&run)
+    let o = tiny_train(&prompts, &run, 3, &format!("exec:sleep 1000 # {marker}"), 0)
+        .args(["--reward-timeout", "2"])
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
@@ -806,34 +792,7 @@ fn a_full_disk_ends_the_run_with_its_checkpoint() {
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
     std::os::unix::fs::symlink("/dev/full", run.join("samples.jsonl")).unwrap();
-    let o = unigrpo()
-        .args([
-            "train",
-            "--reward",
-            "shapes",
-            "--group-size",
-            "2",
-            "--prompts-per-step",
-            "1",
-        ])
-        .args([
-            "--rollout-steps",
-            "3",
-            "--threads",
-            "1",
-            "--samples-every",
-            "1",
-            "--steps",
-            "3",
-        ])
-        .arg("--model")
-        .arg(common::shapes_dir())
-        .arg("--prompts")
-        .arg(&prompts)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let o = tiny_train(&prompts, &run, 3, "shapes", 1).output().unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
@@ -853,30 +812,7 @@ fn random_kills_and_resumes_reproduce_the_uninterrupted_run() {
     std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
     let steps = 8;
     let cmd = |run: &std::path::Path| {
-        let mut c = unigrpo();
-        c.args([
-            "train",
-            "--reward",
-            "shapes",
-            "--group-size",
-            "2",
-            "--prompts-per-step",
-            "1",
-        ])
-        .args([
-            "--rollout-steps",
-            "3",
-            "--threads",
-            "1",
-            "--samples-every",
-            "2",
-        ])
-        .args(["--steps", &steps.to_string(), "--model"])
-        .arg(common::shapes_dir())
-        .arg("--prompts")
-        .arg(&prompts)
-        .arg("--out")
-        .arg(run);
+        let mut c = tiny_train(&prompts, run, steps, "shapes", 2);
         let ckpt = run.join("checkpoint.safetensors");
         if ckpt.exists() {
             c.arg("--resume").arg(ckpt);

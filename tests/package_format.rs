@@ -254,6 +254,7 @@ fn a_flipped_bit_is_refused_at_load() {
     );
     let size_only = ModelOptions {
         verify: unigrpo::package::Verify::Size,
+        intra_threads: 1, // the pool's, as common::load creates it (one pool per process)
         ..Default::default()
     };
     assert!(Model::load(tmp.path(), &size_only).is_ok());

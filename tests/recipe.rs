@@ -12,17 +12,10 @@ use unigrpo::reward::{Sample, ShapesReward};
 use unigrpo::train::{DynamicSampling, SdeType, StepStats, TrainConfig, Trainer};
 use unigrpo::{Model, Progress, Result};
 
-const PROMPTS: [&str; 2] = [
-    "a few warm-coloured shapes",
-    "a circle the colour of the sky",
-];
+const PROMPTS: [&str; 2] = TRAIN_PROMPTS;
 
 fn config(model: &Model) -> TrainConfig {
-    let mut c = TrainConfig::defaults(model);
-    c.group_size = 4;
-    c.num_steps = 6;
-    c.seed = 9;
-    c
+    small_config(model)
 }
 
 fn redness(s: &Sample<'_>) -> f32 {

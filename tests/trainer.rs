@@ -40,17 +40,10 @@ fn which(text: bool, image: bool) -> Policies {
 
 type RewardFn = dyn FnMut(&[Sample<'_>]) -> Result<Vec<f32>>;
 
-const PROMPTS: [&str; 2] = [
-    "a few warm-coloured shapes",
-    "a circle the colour of the sky",
-];
+const PROMPTS: [&str; 2] = TRAIN_PROMPTS;
 
 fn config(model: &Model) -> TrainConfig {
-    let mut c = TrainConfig::defaults(model);
-    c.group_size = 4;
-    c.num_steps = 6;
-    c.seed = 9;
-    c
+    small_config(model)
 }
 
 fn redness(samples: &[Sample<'_>]) -> Result<Vec<f32>> {

@@ -98,3 +98,20 @@ pub fn unigrpo_bin() -> PathBuf {
     build_package("unigrpo-cli");
     target_dir().join("unigrpo")
 }
+
+/// The two prompts of the trainer tests (an open-ended one and an indirect one).
+#[allow(dead_code)]
+pub const TRAIN_PROMPTS: [&str; 2] = [
+    "a few warm-coloured shapes",
+    "a circle the colour of the sky",
+];
+
+/// The model's training defaults, made small: groups of 4, 6 rollout steps, seed 9.
+#[allow(dead_code)]
+pub fn small_config(model: &Model) -> unigrpo::train::TrainConfig {
+    let mut c = unigrpo::train::TrainConfig::defaults(model);
+    c.group_size = 4;
+    c.num_steps = 6;
+    c.seed = 9;
+    c
+}
