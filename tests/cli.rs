@@ -8,6 +8,15 @@ fn unigrpo() -> Command {
     Command::new(common::unigrpo_bin())
 }
 
+/// A temporary directory with a prompt file (`text`) and the path of a run directory in it.
+fn scratch_run(text: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, text).unwrap();
+    let run = dir.path().join("run");
+    (dir, prompts, run)
+}
+
 /// `unigrpo train` on the smallest configuration (groups of 2, one prompt per step, 3 rollout
 /// steps, one thread) from `prompts` into `run`, with `reward`.
 fn tiny_train(
@@ -611,10 +620,7 @@ fn absurd_settings_are_refused_up_front() {
 #[test]
 fn run_directories_are_never_mixed() {
     use std::os::fd::AsRawFd;
-    let dir = tempfile::tempdir().unwrap();
-    let prompts = dir.path().join("p.txt");
-    std::fs::write(&prompts, "a red circle\ntwo blue squares\n").unwrap();
-    let run = dir.path().join("run");
+    let (_dir, prompts, run) = scratch_run("a red circle\ntwo blue squares\n");
     let train = |steps: &str, extra: &[&str]| {
         tiny_train(&prompts, &run, steps.parse().unwrap(), "shapes", 0)
             .args(extra)
@@ -710,10 +716,7 @@ fn run_directories_are_never_mixed() {
 /// the step, the run ends with its checkpoint, and neither the program nor its folder is left.
 #[test]
 fn a_hanging_reward_program_times_out_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let prompts = dir.path().join("p.txt");
-    std::fs::write(&prompts, "a red circle\n").unwrap();
-    let run = dir.path().join("run");
+    let (_dir, prompts, run) = scratch_run("a red circle\n");
     let marker = format!("unigrpo-test-hang-{}", std::process::id());
     let t0 = std::time::Instant::now();
     let o = tiny_train(&prompts, &run, 3, &format!("exec:sleep 1000 # {marker}"), 0)
@@ -786,10 +789,7 @@ fn unknown_prompt_words_are_named() {
 /// (`samples.jsonl` is a link to /dev/full, which fails every write with ENOSPC.)
 #[test]
 fn a_full_disk_ends_the_run_with_its_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let prompts = dir.path().join("p.txt");
-    std::fs::write(&prompts, "a red circle\n").unwrap();
-    let run = dir.path().join("run");
+    let (_dir, prompts, run) = scratch_run("a red circle\n");
     std::fs::create_dir(&run).unwrap();
     std::os::unix::fs::symlink("/dev/full", run.join("samples.jsonl")).unwrap();
     let o = tiny_train(&prompts, &run, 3, "shapes", 1).output().unwrap();
