@@ -145,6 +145,13 @@ macro_rules! choice_enum {
             pub fn from_index(i: u32) -> Option<$name> {
                 Self::ALL.get(i as usize).copied()
             }
+            /// By name (one of `NAMES`).
+            pub fn from_name(s: &str) -> Option<$name> {
+                Self::NAMES
+                    .iter()
+                    .position(|n| *n == s)
+                    .and_then(|i| Self::from_index(i as u32))
+            }
         }
         impl $crate::options::OptionType for $name {
             const KIND: $crate::options::Kind = $crate::options::Kind::Choice($name::NAMES);
@@ -153,10 +160,7 @@ macro_rules! choice_enum {
             }
             fn from_value(v: $crate::options::Value) -> Option<Self> {
                 match v {
-                    $crate::options::Value::Choice(s) => Self::NAMES
-                        .iter()
-                        .position(|n| *n == s)
-                        .and_then(|i| Self::from_index(i as u32)),
+                    $crate::options::Value::Choice(s) => Self::from_name(s),
                     _ => None,
                 }
             }

@@ -9,26 +9,13 @@ use sha2::{Digest, Sha256};
 use super::Package;
 use crate::error::{Error, Result};
 
-/// How much of each listed file `Model::load` checks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Verify {
-    /// Size and sha256 (the default).
-    #[default]
-    Full,
-    /// Size only (for packages too large to hash at every load).
-    Size,
-}
-
-impl Verify {
-    pub const NAMES: &'static [&'static str] = &["full", "size"];
-    pub fn from_index(i: u32) -> Option<Verify> {
-        [Verify::Full, Verify::Size].get(i as usize).copied()
-    }
-    pub fn from_name(s: &str) -> Option<Verify> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == s)
-            .and_then(|i| Self::from_index(i as u32))
+crate::options::choice_enum! {
+    /// How much of each listed file `Model::load` checks.
+    pub enum Verify {
+        /// Size and sha256 (the default).
+        Full = "full",
+        /// Size only (for packages too large to hash at every load).
+        Size = "size",
     }
 }
 

@@ -229,9 +229,7 @@ impl Trainer {
         }
         self.started = true;
         let all: Vec<usize> = (0..prompts.len()).collect();
-        let mut r = self.draw(prompts, &all, 0, cancel, progress)?;
-        r.origin = self.origin();
-        Ok(r)
+        self.draw(prompts, &all, 0, cancel, progress)
     }
 
     /// The groups of the prompts `which` (indices into `prompts`, which the rollout's
