@@ -4,7 +4,11 @@ PROMPT ?= a circle the colour of the sky
 SEED ?= 7
 MODEL ?= models/tiny-shapes
 
-.PHONY: all ort build demo test lint bench clean install
+.PHONY: all ort build demo test lint bench clean install mpi examples-mpi
+# Open MPI present: the MPI build of the CLI, its tests and the MPI example host are built too
+HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo 1)
+COMMA := ,
+TEST_FEATURES := fault-injection$(if $(HAVE_MPI),$(COMMA)mpi)
 PREFIX ?= /usr/local
 
 all: build
@@ -15,6 +19,17 @@ ort:
 
 build: ort
 	$(CARGO) build --release --workspace
+	$(if $(HAVE_MPI),$(MAKE) --no-print-directory examples-mpi)
+
+# `unigrpo` with the mpi feature (mpirun -n N target/mpi/release/unigrpo train ...), in its own
+# target dir so the ordinary binary never links libmpi
+mpi: ort
+	$(CARGO) build --release -p unigrpo-cli --features mpi --target-dir target/mpi
+
+# the C example host with its own MPI_Allreduce (examples/finetune_mpi.c)
+examples-mpi:
+	mpicc -std=c11 -O2 -Iinclude examples/finetune_mpi.c -Ltarget/release -lunigrpo \
+		-Wl,-rpath,$(CURDIR)/target/release -o target/release/finetune_mpi
 
 demo: build
 	@mkdir -p out
@@ -24,9 +39,13 @@ demo: build
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release -p unigrpo -p unigrpo-cli --features unigrpo-cli/fault-injection$(if $(HAVE_MPI),$(COMMA)unigrpo-cli/mpi) -- -D warnings
 
 test: ort lint
 	$(CARGO) build --release --workspace
+	# the CLI of the crash and MPI tests (tests/crash.rs, tests/mpi.rs): fault points, and MPI
+	# when Open MPI is present, in a target dir of its own
+	$(CARGO) build --release -p unigrpo-cli --features $(TEST_FEATURES) --target-dir target/test-features
 	$(CARGO) test --release --workspace
 
 bench: build

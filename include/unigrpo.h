@@ -564,9 +564,9 @@ void unigrpo_collective_init_sized(struct unigrpo_collective *c, size_t size);
 
 /*
  Use the host's collective (copied; `user_data` must live until the trainer is freed); set
- before the trainer's first rollout or step. NULL or world_size 1 = single process.
- world_size > 1 is UNIGRPO_ERR_INVALID_ARGUMENT in this release (data-parallel training is not
- implemented yet).
+ before the trainer's first rollout or step. NULL or world_size 1 = single process; with
+ world_size > 1 every step reduces through `all_reduce_sum` (the data-parallel rules of the
+ header and docs/training.md).
  */
 struct unigrpo_error *unigrpo_trainer_set_collective(struct unigrpo_trainer *t,
                                                      const struct unigrpo_collective *c);

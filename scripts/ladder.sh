@@ -14,6 +14,10 @@
 #     rung4  the whole rl_train.txt, both policies, STEPS (default 1149, the 45-minute budget of
 #            docs/results.md) steps; evaluated on val.txt, 2 samples each
 #   scripts/ladder.sh summary RUNG [LABEL]   the table of a label (mean and spread over seeds)
+#   scripts/ladder.sh test RUNG LABEL [SEEDS] the final measurement of a configuration: each run's
+#            model and the SFT model on the held-out test split (test.txt), 2 samples per prompt,
+#            noise seeds 100, 101 and 102 (ODE, reasoning on); prints the mean over training seeds
+#            of each run's 3-noise-seed mean, with the spread, and the SFT model's noise-seed spread
 # The SFT model is evaluated the same way once per rung (RUNG-sft.json). Evaluations use noise
 # seed 100, the ODE sampler and reasoning on. Results go to runs/ladder/RUNG-LABEL-seedS/
 # (train.log, metrics.jsonl, eval.json). UNIGRPO_BIN overrides the binary (copy it there first
@@ -23,15 +27,17 @@ cd "$(dirname "$0")/.."
 bin=${UNIGRPO_BIN:-./target/release/unigrpo}
 model=models/tiny-shapes
 prompts_dir=$model/prompts
-rung=${1:?rung1..rung4 or summary}
-if [ "$rung" = summary ]; then
-  sub=${2:?summary RUNG [LABEL]}
+rung=${1:?rung1..rung4, summary or test}
+if [ "$rung" = summary ] || [ "$rung" = test ]; then
+  sub=${2:?summary|test RUNG [LABEL] [SEEDS]}
   label=${3:-defaults}
+  seeds=${4:-"1 2 3"}
+  shift $(( $# < 4 ? $# : 4 ))
 else
   label=${2:-defaults}
+  seeds=${3:-"1 2 3"}
+  shift $(( $# < 3 ? $# : 3 ))
 fi
-seeds=${3:-"1 2 3"}
-shift $(( $# < 3 ? $# : 3 ))
 [ "${1:-}" = "--" ] && shift
 flags=("$@")
 root=runs/ladder
@@ -79,6 +85,45 @@ rung1|rung2|rung3|rung4)
     evaluate "$out/model" "$out/eval.json"
   done
   "$0" summary "$rung" "$label"
+  ;;
+test)
+  evalp=$prompts_dir/test.txt; samples=2
+  for ns in 100 101 102; do
+    [ -f "$root/test-sft-noise$ns.json" ] ||
+      "$bin" eval --model "$model" --prompts "$evalp" --reward shapes --samples 2 --seed "$ns" --json \
+        > "$root/test-sft-noise$ns.json"
+    for s in $seeds; do
+      out=$root/$sub-$label-seed$s
+      [ -f "$out/model/unigrpo.json" ] || { echo "$out has no exported model" >&2; exit 1; }
+      [ -f "$out/test-noise$ns.json" ] ||
+        "$bin" eval --model "$out/model" --prompts "$evalp" --reward shapes --samples 2 --seed "$ns" --json \
+          > "$out/test-noise$ns.json"
+    done
+  done
+  python3 - "$root" "$sub" "$label" $seeds <<'PY'
+import json, statistics, sys
+root, rung, label, *seeds = sys.argv[1:]
+noise = (100, 101, 102)
+keys = ("reward_mean", "strict_rate", "clean_distance", "reasoning_agreement")
+def load(prefix):
+    return [json.load(open(f"{prefix}{ns}.json")) for ns in noise]
+def mean(rows, k):
+    return statistics.mean(r[k] for r in rows)
+sft = load(f"{root}/test-sft-noise")
+runs = {s: load(f"{root}/{rung}-{label}-seed{s}/test-noise") for s in seeds}
+print(f"test split ({len(noise)} noise seeds x 2 samples per prompt), {rung} {label}, training seeds {' '.join(seeds)}")
+for k in keys:
+    sv = [r[k] for r in sft]
+    per = [mean(runs[s], k) for s in seeds]
+    print(f"  {k:20s} SFT {statistics.mean(sv):.4f} (noise-seed spread {statistics.pstdev(sv):.4f})   "
+          f"trained {statistics.mean(per):.4f} +- {statistics.pstdev(per):.4f}   per seed "
+          + " ".join(f"{v:.4f}" for v in per))
+kinds = sorted(sft[0].get("by_kind", {}))
+for kind in kinds:
+    sv = statistics.mean(r["by_kind"][kind]["reward_mean"] for r in sft)
+    per = [statistics.mean(r["by_kind"][kind]["reward_mean"] for r in runs[s]) for s in seeds]
+    print(f"  kind {kind:15s} SFT {sv:.3f}   trained {statistics.mean(per):.3f} +- {statistics.pstdev(per):.3f}")
+PY
   ;;
 summary)
   python3 - "$root" "$sub" "$label" <<'PY'

@@ -20,6 +20,27 @@ pub enum ErrorKind {
     Panic = 10,
 }
 
+impl ErrorKind {
+    /// The kind of a `unigrpo_code` value (None for 0 = success and unknown values).
+    pub fn from_code(code: u32) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            NullArgument,
+            InvalidArgument,
+            Io,
+            ModelFormat,
+            Runtime,
+            DeviceUnavailable,
+            Cancelled,
+            Callback,
+            NonFinite,
+            Panic,
+        ]
+        .into_iter()
+        .find(|k| *k as u32 == code)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,

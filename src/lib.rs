@@ -10,6 +10,7 @@
 
 pub mod cancel;
 pub mod error;
+pub mod fault;
 pub mod generate;
 pub mod image;
 pub mod model;

@@ -70,7 +70,7 @@ fn model() -> String {
 
 #[test]
 fn c_api_conformance() {
-    for src in ["test_api", "test_api_v2"] {
+    for src in ["test_api", "test_api_v2", "test_collective"] {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join(src);
         compile("cc", &[&format!("tests/c/{src}.c")], &bin, &[]);
@@ -81,7 +81,7 @@ fn c_api_conformance() {
 
 #[test]
 fn c_api_conformance_under_sanitizers() {
-    for src in ["test_api", "test_api_v2"] {
+    for src in ["test_api", "test_api_v2", "test_collective"] {
         sanitized(src);
     }
 }

@@ -17,8 +17,7 @@ fn scratch_run(text: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path:
     (dir, prompts, run)
 }
 
-/// `unigrpo train` on the smallest configuration (groups of 2, one prompt per step, 3 rollout
-/// steps, one thread) from `prompts` into `run`, with `reward`.
+/// `unigrpo train` on the smallest configuration (`common::tiny_train`).
 fn tiny_train(
     prompts: &std::path::Path,
     run: &std::path::Path,
@@ -26,30 +25,14 @@ fn tiny_train(
     reward: &str,
     samples_every: u64,
 ) -> Command {
-    let mut c = unigrpo();
-    c.args([
-        "train",
-        "--group-size",
-        "2",
-        "--prompts-per-step",
-        "1",
-        "--rollout-steps",
-        "3",
-    ])
-    .args(["--threads", "1", "--reward", reward])
-    .args([
-        "--samples-every",
-        &samples_every.to_string(),
-        "--steps",
-        &steps.to_string(),
-    ])
-    .arg("--model")
-    .arg(common::shapes_dir())
-    .arg("--prompts")
-    .arg(prompts)
-    .arg("--out")
-    .arg(run);
-    c
+    common::tiny_train(
+        &common::unigrpo_bin(),
+        prompts,
+        run,
+        steps,
+        reward,
+        samples_every,
+    )
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod eval;
 mod grid;
 mod options;
+mod ranks;
 mod rundir;
 mod train;
 

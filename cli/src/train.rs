@@ -46,6 +46,11 @@ pub struct TrainArgs {
     /// in flight; 0 = only at the end).
     #[arg(long, default_value_t = 1)]
     checkpoint_every: u64,
+    /// Also write the checkpoint after a step that ends M minutes or more after the last one
+    /// (for models whose checkpoint is slow to write: with --checkpoint-every 0, by time only; a
+    /// kill then loses at most M minutes and the step in flight).
+    #[arg(long, value_name = "M", value_parser = positive_minutes)]
+    checkpoint_minutes: Option<f64>,
     /// Write samples.jsonl entries and a sample grid every K steps (0 = never).
     #[arg(long, default_value_t = 10)]
     samples_every: u64,
@@ -64,6 +69,13 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+fn positive_minutes(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of minutes")),
     }
 }
 
@@ -121,6 +133,9 @@ impl Reward for Recording<'_> {
 }
 
 pub fn train(a: TrainArgs) -> Result<(), Error> {
+    // first, so that MPI (when this process is one rank of mpirun) is finalised last
+    let mut ranks = super::ranks::Ranks::detect()?;
+    let lead = ranks.lead();
     let prompts = read_prompts(&a.prompts)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io("create", &a.out, e))?;
     let cancel = ctrlc_token();
@@ -143,33 +158,36 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         .prompts_per_step
         .unwrap_or(model.manifest().training.prompts_per_step)
         .max(1) as usize;
-    let _lock = super::rundir::lock(&a.out)?;
-    super::rundir::remove_leftovers(&a.out);
     let ckpt = a.out.join("checkpoint.safetensors");
     let metrics_path = a.out.join("metrics.jsonl");
     let samples_path = a.out.join("samples.jsonl");
-    if a.resume.is_none() {
-        if ckpt.exists() && !a.force {
-            return Err(Error::invalid(format!(
-                "{} already holds a run: pass --resume {} to continue it, or --force to start over",
-                a.out.display(),
-                ckpt.display()
-            )));
-        }
-        if ckpt.exists() || metrics_path.exists() {
-            // --force, or logs of a run stopped before its first checkpoint (nothing to resume)
-            if !ckpt.exists() {
-                eprintln!(
-                    "{} holds logs but no checkpoint (a run stopped before its first one): starting over",
-                    a.out.display()
-                );
-            }
-            super::rundir::clear(&a.out)?;
-        }
+    // rank 0 alone owns the run directory (lock, resume/force rules); the others follow it
+    let setup = if lead {
+        prepare_run_dir(&a, &ckpt, &metrics_path).map(Some)
+    } else {
+        Ok(None)
+    };
+    if !ranks.lead_says(setup.is_ok())? && !lead {
+        return Err(Error::invalid(format!(
+            "rank 0 could not set up the run directory {} (its error is in its output)",
+            a.out.display()
+        )));
     }
+    let _lock = setup?;
     let mut trainer = Trainer::new(model.clone(), cfg.clone())?;
-    if let Some(p) = &a.resume {
-        trainer.load(p)?;
+    if let Some(c) = ranks.trainer_collective() {
+        trainer.set_collective(c)?;
+    }
+    let loaded = match &a.resume {
+        Some(p) => trainer.load(p).map(|()| Some(p)),
+        None => Ok(None),
+    };
+    if !ranks.all_ok(loaded.is_ok())? && loaded.is_ok() {
+        return Err(Error::invalid(
+            "another rank could not load the checkpoint (its error is in its output)",
+        ));
+    }
+    if let (Some(p), true) = (loaded?, lead) {
         eprintln!(
             "resumed from {} at step {}",
             p.display(),
@@ -180,12 +198,22 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             super::rundir::cut_back(f, trainer.step_count())?;
         }
     }
-    let cfg_json = serde_json::json!({"train": cfg.to_json(), "prompts_per_step": per_step, "prompts": a.prompts, "reward": a.reward});
-    eprintln!("training configuration: {cfg_json}");
-    write_atomic(
-        &a.out.join("config.json"),
-        (serde_json::to_string_pretty(&cfg_json).expect("json") + "\n").as_bytes(),
-    )?;
+    let world = ranks.world as usize;
+    let cfg_json = serde_json::json!({"train": cfg.to_json(), "prompts_per_step": per_step * world,
+        "ranks": world, "prompts_per_step_per_rank": per_step, "prompts": a.prompts, "reward": a.reward});
+    if lead {
+        eprintln!("training configuration: {cfg_json}");
+        if world > 1 {
+            eprintln!(
+                "{world} ranks x {per_step} prompts = {} prompts per step",
+                world * per_step
+            );
+        }
+        write_atomic(
+            &a.out.join("config.json"),
+            (serde_json::to_string_pretty(&cfg_json).expect("json") + "\n").as_bytes(),
+        )?;
+    }
     let order = permutation(prompts.len(), cfg.seed);
     let open_append = |p: &Path| {
         std::fs::OpenOptions::new()
@@ -194,10 +222,20 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             .open(p)
             .map_err(|e| Error::io("open", p, e))
     };
-    let mut metrics = open_append(&metrics_path)?;
-    let mut samples_log = open_append(&samples_path)?;
+    let (mut metrics, mut samples_log) = if lead {
+        (
+            Some(open_append(&metrics_path)?),
+            Some(open_append(&samples_path)?),
+        )
+    } else {
+        (None, None)
+    };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let bar = ProgressBar::new(a.steps);
+    let bar = if lead {
+        ProgressBar::new(a.steps)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} ({elapsed})")
             .expect("template")
@@ -206,19 +244,41 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     let start_step = trainer.step_count();
     bar.set_position(start_step.min(a.steps));
     let t0 = Instant::now();
+    let mut last_checkpoint = Instant::now();
     let mut outcome = Ok(());
     while trainer.step_count() < a.steps {
-        if a.max_minutes
-            .is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0)
-        {
-            eprintln!(
-                "time budget of {} minutes reached",
-                a.max_minutes.unwrap_or(0.0)
-            );
+        let budget = a
+            .max_minutes
+            .is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0);
+        // rank 0's decision: 0 = go on, 1 = the time budget is spent, 2 = it could not record
+        // the last step (one process: the same, without a reduction)
+        let code = match (&outcome, budget) {
+            (Err(_), _) => 2.0,
+            (Ok(()), true) => 1.0,
+            (Ok(()), false) => 0.0,
+        };
+        let code = ranks.lead_values(&[code])?[0];
+        if code == 1.0 {
+            if lead {
+                eprintln!(
+                    "time budget of {} minutes reached",
+                    a.max_minutes.unwrap_or(0.0)
+                );
+            }
+            break;
+        }
+        if code == 2.0 {
+            if !lead {
+                outcome = Err(Error::runtime(
+                    "rank 0 could not record a step (its error is in its output)",
+                ));
+            }
             break;
         }
         let step = trainer.step_count();
-        let ps = step_prompts(&prompts, &order, step, per_step);
+        // the step's global prompts; this rank rolls out its consecutive share of them
+        let global = step_prompts(&prompts, &order, step, per_step * world);
+        let ps = global[ranks.rank as usize * per_step..][..per_step].to_vec();
         let refs: Vec<&str> = ps.iter().map(String::as_str).collect();
         let mut rec = Recording {
             inner: reward.as_mut(),
@@ -235,9 +295,13 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                         .map(|(_, _, _, img)| shapes::clean_render_distance(img))
                         .sum::<f64>()
                         / rec.last.len().max(1) as f64;
+                    let Some(metrics) = metrics.as_mut() else {
+                        return Ok(()); // another rank than 0: rank 0 records the step
+                    };
                     let mut line = s.to_json();
                     line["clean_distance"] = serde_json::json!(clean);
                     writeln!(metrics, "{line}")
+                        .and_then(|()| unigrpo::fault::hit("metrics-line", ""))
                         .map_err(|e| Error::io("write", &metrics_path, e))?;
                     bar.set_position(s.step);
                     let adaptive = if trainer.config().velocity_mse_target > 0.0 {
@@ -258,7 +322,8 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                     if a.samples_every > 0 && (s.step % a.samples_every == 0 || s.step == 1) {
                         for (p, r, v, _) in &rec.last {
                             let line = serde_json::json!({"step": s.step, "prompt": p, "reasoning": r, "reward": v});
-                            writeln!(samples_log, "{line}")
+                            let log = samples_log.as_mut().expect("rank 0's");
+                            writeln!(log, "{line}")
                                 .map_err(|e| Error::io("write", &samples_path, e))?;
                         }
                         let items: Vec<super::eval::Scored> = rec
@@ -272,14 +337,21 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                             &items,
                         )?;
                     }
-                    if a.checkpoint_every > 0 && s.step % a.checkpoint_every == 0 {
+                    let by_steps = a.checkpoint_every > 0 && s.step % a.checkpoint_every == 0;
+                    let by_time = a
+                        .checkpoint_minutes
+                        .is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= m * 60.0);
+                    if by_steps || by_time {
                         trainer.save(&ckpt)?;
+                        last_checkpoint = Instant::now();
                     }
                     Ok(())
                 };
                 if let Err(e) = record() {
                     outcome = Err(e);
-                    break;
+                    if world == 1 {
+                        break;
+                    } // several ranks: rank 0 tells the others at the top of the loop
                 }
             }
             Err(e) if e.kind() == ErrorKind::Cancelled => {
@@ -294,6 +366,20 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         }
     }
     bar.finish();
+    if world > 1 {
+        let (secs, calls) = ranks.reduce_time();
+        eprintln!(
+            "rank {} of {world}: {:.2} s in {calls} all-reduce calls over {:.1} s; step {}, parameter hash {:016x}",
+            ranks.rank,
+            secs,
+            t0.elapsed().as_secs_f64(),
+            trainer.step_count(),
+            unigrpo::train::params_hash(trainer.params())
+        );
+    }
+    if !lead {
+        return outcome;
+    }
     // a final checkpoint whatever failed (a full disk may refuse it too: then both are reported)
     if let Err(e) = trainer.save(&ckpt) {
         return Err(match outcome {
@@ -323,6 +409,37 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         );
     }
     outcome
+}
+
+/// Rank 0's run directory: its lock, leftovers of a killed run removed, and the rule that a
+/// fresh run over an existing one needs --resume or --force.
+fn prepare_run_dir(
+    a: &TrainArgs,
+    ckpt: &Path,
+    metrics_path: &Path,
+) -> Result<super::rundir::Lock, Error> {
+    let lock = super::rundir::lock(&a.out)?;
+    super::rundir::remove_leftovers(&a.out);
+    if a.resume.is_none() {
+        if ckpt.exists() && !a.force {
+            return Err(Error::invalid(format!(
+                "{} already holds a run: pass --resume {} to continue it, or --force to start over",
+                a.out.display(),
+                ckpt.display()
+            )));
+        }
+        if ckpt.exists() || metrics_path.exists() {
+            // --force, or logs of a run stopped before its first checkpoint (nothing to resume)
+            if !ckpt.exists() {
+                eprintln!(
+                    "{} holds logs but no checkpoint (a run stopped before its first one): starting over",
+                    a.out.display()
+                );
+            }
+            super::rundir::clear(&a.out)?;
+        }
+    }
+    Ok(lock)
 }
 
 fn write_reward_plot(metrics: &Path, out: &Path) -> Result<(), Error> {

@@ -48,13 +48,34 @@ impl TextAggregation {
     // the normalisers of algorithm.md section 4
     /// The weight of each token of sample `i`, given the token counts of the share's samples.
     pub fn token_weights(self, lengths: &[usize]) -> Vec<f64> {
+        let (tokens, seqs) = Self::counts(lengths);
+        self.token_weights_over(lengths, tokens, seqs)
+    }
+
+    /// The normalisers' counts of a share: its tokens and its non-empty sequences.
+    pub fn counts(lengths: &[usize]) -> (usize, usize) {
+        (
+            lengths.iter().sum(),
+            lengths.iter().filter(|&&l| l > 0).count(),
+        )
+    }
+
+    /// `token_weights` with the normalisers' counts given (data-parallel: summed over the
+    /// ranks' shares): `tokens` for dapo, `seqs` for grpo.
+    pub fn token_weights_over(self, lengths: &[usize], tokens: usize, seqs: usize) -> Vec<f64> {
         match self {
             TextAggregation::Dapo => {
-                let n: usize = lengths.iter().sum();
-                vec![if n == 0 { 0.0 } else { 1.0 / n as f64 }; lengths.len()]
+                vec![
+                    if tokens == 0 {
+                        0.0
+                    } else {
+                        1.0 / tokens as f64
+                    };
+                    lengths.len()
+                ]
             }
             TextAggregation::Grpo => {
-                let m = lengths.iter().filter(|&&l| l > 0).count().max(1) as f64;
+                let m = seqs.max(1) as f64;
                 lengths
                     .iter()
                     .map(|&l| if l == 0 { 0.0 } else { 1.0 / (l as f64 * m) })

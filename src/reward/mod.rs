@@ -86,6 +86,19 @@ pub fn from_name_with(name: &str, o: &ExecOptions) -> Result<Box<dyn Reward>> {
 
 /// Check a reward vector: one per sample, no infinity, at least one finite.
 pub fn check_rewards(rewards: &[f32], n: usize) -> Result<()> {
+    check_reward_values(rewards, n)?;
+    if rewards.iter().all(|r| r.is_nan()) {
+        return Err(Error::new(
+            crate::error::ErrorKind::Callback,
+            "no sample has a reward (all NaN)",
+        ));
+    }
+    Ok(())
+}
+
+/// `check_rewards` without the "some reward is finite" rule (data-parallel, that is judged over
+/// the global batch at the update).
+pub fn check_reward_values(rewards: &[f32], n: usize) -> Result<()> {
     let err = |m: String| Err(Error::new(crate::error::ErrorKind::Callback, m));
     if rewards.len() != n {
         return err(format!(
@@ -98,9 +111,6 @@ pub fn check_rewards(rewards: &[f32], n: usize) -> Result<()> {
             "the reward of sample {i} is {}: rewards must be finite (NaN = no reward)",
             rewards[i]
         ));
-    }
-    if rewards.iter().all(|r| r.is_nan()) {
-        return err("no sample has a reward (all NaN)".into());
     }
     Ok(())
 }

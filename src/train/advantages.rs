@@ -10,6 +10,38 @@ pub fn group_advantages(
     global_std: bool,
     clip: f32,
 ) -> (Vec<f32>, Vec<bool>) {
+    let global = global_std.then(|| {
+        let (sum, n) = finite_sum(rewards);
+        (deviation_sum(rewards, sum / n.max(1) as f64) / n.max(1) as f64).sqrt()
+    });
+    group_advantages_with(rewards, groups, global, clip)
+}
+
+/// The sum and count of the rewarded (non-NaN) values.
+pub fn finite_sum(rewards: &[f32]) -> (f64, usize) {
+    rewards
+        .iter()
+        .filter(|r| !r.is_nan())
+        .fold((0.0, 0), |(s, n), &r| (s + r as f64, n + 1))
+}
+
+/// The sum of squared deviations of the rewarded values from `mean`.
+pub fn deviation_sum(rewards: &[f32], mean: f64) -> f64 {
+    rewards
+        .iter()
+        .filter(|r| !r.is_nan())
+        .map(|&r| (r as f64 - mean).powi(2))
+        .sum()
+}
+
+/// `group_advantages` with the std given: `Some(s)` divides every group by `s` (the global std,
+/// over one process's batch or, data-parallel, over every rank's), None by each group's own.
+pub fn group_advantages_with(
+    rewards: &[f32],
+    groups: &[usize],
+    global: Option<f64>,
+    clip: f32,
+) -> (Vec<f32>, Vec<bool>) {
     let n_groups = groups.iter().copied().max().map_or(0, |g| g + 1);
     let mut sum = vec![0f64; n_groups];
     let mut cnt = vec![0usize; n_groups];
@@ -35,15 +67,6 @@ pub fn group_advantages(
         .zip(&cnt)
         .map(|(&v, &c)| if c > 0 { (v / c as f64).sqrt() } else { 0.0 })
         .collect();
-    let global = {
-        let vals: Vec<f64> = rewards
-            .iter()
-            .filter(|r| !r.is_nan())
-            .map(|&r| r as f64)
-            .collect();
-        let m = vals.iter().sum::<f64>() / vals.len().max(1) as f64;
-        (vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / vals.len().max(1) as f64).sqrt()
-    };
     let zero_spread: Vec<bool> = (0..n_groups)
         .map(|g| cnt[g] > 0 && group_std[g] == 0.0)
         .collect();
@@ -57,7 +80,7 @@ pub fn group_advantages(
             if zero_spread[g] {
                 return 0.0; // all equal: zero advantage, never NaN
             }
-            let std = if global_std { global } else { group_std[g] };
+            let std = global.unwrap_or(group_std[g]);
             (((r as f64 - mean[g]) / (std + 1e-4)) as f32).clamp(-clip, clip)
         })
         .collect();

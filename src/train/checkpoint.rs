@@ -47,7 +47,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_beside(path);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(bytes)
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        f.write_all(first)
+            .and_then(|()| crate::fault::hit("write", file))
+            .and_then(|()| f.write_all(second))
             .map_err(|e| Error::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
         drop(f);
@@ -395,6 +399,9 @@ impl Trainer {
         let tmp = temp_beside(dir);
         let res = self
             .write_package(&tmp)
+            .and_then(|()| {
+                crate::fault::hit("export", "swap").map_err(|e| Error::io("export", dir, e))
+            })
             .and_then(|()| swap_dir_into_place(&tmp, dir));
         if res.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -438,6 +445,7 @@ impl Trainer {
             manifest.description,
             self.step_count()
         );
+        crate::fault::hit("export", "manifest").map_err(|e| Error::io("export", dir, e))?;
         let text = serde_json::to_string_pretty(&manifest).expect("manifest json") + "\n";
         write_atomic(&dir.join("unigrpo.json"), text.as_bytes())
     }

@@ -19,11 +19,11 @@ mod trainer;
 mod update;
 
 pub use checkpoint::{serialize_typed, swap_dir_into_place, temp_beside, write_atomic};
-pub use collective::{Collective, Local};
+pub use collective::{Collective, InProcess, Local};
 pub use objective::{Grads, Policies, Terms};
 pub use rollout::Rollout;
 pub use trainer::Trainer;
-pub use update::Update;
+pub use update::{params_hash, Update};
 
 pub use crate::options::{DynamicSampling, SdeType, StepStats, TextAggregation, TrainConfig};
 

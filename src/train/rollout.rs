@@ -26,6 +26,9 @@ pub struct Origin {
     pub step: u64,
     /// The trainer's load count (a checkpoint load invalidates earlier rollouts).
     pub epoch: u64,
+    /// The trainer's collective has more than one rank (its rewards' "some reward is finite"
+    /// rule is then judged over the global batch at the update).
+    pub data_parallel: bool,
 }
 
 pub struct Rollout {

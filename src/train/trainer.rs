@@ -4,7 +4,7 @@
 //! anywhere (reward error, cancellation, non-finite value, log-prob drift) changes nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::adamw::{AdamWConfig, AdamWState, Group, OptimState, ParamGroups};
@@ -20,7 +20,7 @@ use crate::model::Model;
 use crate::options::MAX_LEARNING_RATE;
 use crate::package::ParamSet;
 use crate::progress::{Progress, Stage};
-use crate::reward::{check_rewards, Reward, Sample};
+use crate::reward::{check_reward_values, check_rewards, Reward, Sample};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -50,7 +50,11 @@ pub struct Trainer {
     pub(super) id: u64,
     pub(super) epoch: u64,
     pub(super) started: bool,
-    pub(super) collective: Box<dyn Collective>,
+    /// The data-parallel collective (Local = one process), behind a lock so the phases that
+    /// only read the trainer can reduce; `rank` and `world` are its fixed answers.
+    pub(super) collective: Mutex<Box<dyn Collective>>,
+    pub(super) rank: u32,
+    pub(super) world: u32,
 }
 
 impl Trainer {
@@ -78,7 +82,9 @@ impl Trainer {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             epoch: 0,
             started: false,
-            collective: Box::new(Local),
+            collective: Mutex::new(Box::new(Local)),
+            rank: 0,
+            world: 1,
         })
     }
 
@@ -132,8 +138,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Use `c` for data-parallel training; must come before the first rollout or step. World
-    /// size 1 is a single process; larger worlds are not implemented in this release.
+    /// Use `c` for data-parallel training (docs/training.md, "Data-parallel training"); must come
+    /// before the first rollout or step. World size 1 is a single process and never reduces.
     pub fn set_collective(&mut self, c: Box<dyn Collective>) -> Result<()> {
         if self.started {
             return Err(Error::invalid(
@@ -147,18 +153,67 @@ impl Trainer {
                 c.world_size()
             )));
         }
-        if c.world_size() > 1 {
-            return Err(Error::invalid(format!(
-                "data-parallel training (world size {}) is not implemented in this release: use world size 1",
-                c.world_size()
-            )));
+        if c.world_size() > 1 && self.config.dynamic_sampling == DynamicSampling::Resample {
+            return Err(Error::invalid(
+                "dynamic_sampling resample is off with a collective (ranks would call the reward \
+                 different numbers of times): use skip",
+            ));
         }
-        self.collective = c;
+        self.rank = c.rank();
+        self.world = c.world_size();
+        self.collective = Mutex::new(c);
         Ok(())
     }
 
-    pub fn collective(&self) -> &dyn Collective {
-        self.collective.as_ref()
+    /// This trainer's rank and the world size of its collective (0 and 1 in one process).
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+    pub fn world_size(&self) -> u32 {
+        self.world
+    }
+
+    /// Sum `buf` over the ranks (never called with world size 1).
+    pub(super) fn reduce(&self, buf: &mut [f32], what: &str) -> Result<()> {
+        let mut c = self.collective.lock().unwrap_or_else(|e| e.into_inner());
+        super::collective::reduce(c.as_mut(), buf, what)
+    }
+
+    /// With W > 1 ranks: sum `payload` over the ranks together with each rank's outcome (W
+    /// slots appended: 0 = success, else its error kind + 1), so that a failure on one rank
+    /// fails every rank alike. The rank that failed returns its own error; the others an error
+    /// of the same kind naming the first failing rank. The payload is the reduced one after.
+    pub(super) fn agree(
+        &self,
+        local: Result<()>,
+        payload: &mut Vec<f32>,
+        what: &str,
+    ) -> Result<()> {
+        let (n, w) = (payload.len(), self.world as usize);
+        payload.resize(n + w, 0.0);
+        if let Err(e) = &local {
+            payload[n..].iter_mut().for_each(|x| *x = 0.0);
+            payload[n + self.rank as usize] = e.kind() as u32 as f32 + 1.0;
+        }
+        let reduced = self.reduce(payload, what);
+        let flags = payload.split_off(n);
+        local?;
+        reduced?;
+        match flags.iter().position(|&f| f != 0.0) {
+            None => Ok(()),
+            Some(r) => Err(Error::new(
+                ErrorKind::from_code(flags[r] as u32 - 1).unwrap_or(ErrorKind::Runtime),
+                format!(
+                    "rank {r} of {w} failed {what} (every rank fails the step alike and changes nothing)"
+                ),
+            )),
+        }
+    }
+
+    /// The global index of this rank's first prompt: the global batch is the ranks' prompt
+    /// lists concatenated in rank order (every rank has `n_prompts`).
+    pub(super) fn prompt_offset(&self, n_prompts: usize) -> u64 {
+        self.rank as u64 * n_prompts as u64
     }
 
     /// Per sample of the groups of prompts `which` (round `round`), the SDE window (None without
@@ -182,7 +237,8 @@ impl Trainer {
                 .iter()
                 .flat_map(|&p| {
                     let s = if c.sde_window_random {
-                        let key = SDE_WINDOW_BASE + round * n_prompts as u64 + p as u64;
+                        let gp = self.prompt_offset(n_prompts) + p as u64;
+                        let key = SDE_WINDOW_BASE + round * n_prompts as u64 + gp;
                         (crate::rng::derive_seed(self.seed, self.step, key) % starts as u64)
                             as usize
                     } else {
@@ -199,6 +255,7 @@ impl Trainer {
             trainer: self.id,
             step: self.step,
             epoch: self.epoch,
+            data_parallel: self.world > 1,
         }
     }
 
@@ -248,10 +305,13 @@ impl Trainer {
         let g = self.config.group_size as u64;
         let (n_prompts, n) = (prompts.len() as u64, prompts.len() as u64 * g);
         let key = |base: u64, k: u64| crate::rng::derive_seed(self.seed, self.step, base + k);
+        // seeds by global prompt index (data-parallel: this rank's prompts start at the offset)
+        let offset = self.prompt_offset(prompts.len());
         let samples = || {
-            which
-                .iter()
-                .flat_map(move |&p| (0..g).map(move |i| (p as u64, p as u64 * g + i)))
+            which.iter().flat_map(move |&p| {
+                let gp = offset + p as u64;
+                (0..g).map(move |i| (gp, gp * g + i))
+            })
         };
         let seeds: Vec<u64> = samples().map(|(_, k)| key(round * n, k)).collect();
         // group-shared initial noise: one seed per (round, prompt), apart from the samples' seeds
@@ -294,7 +354,7 @@ impl Trainer {
         cancel: Option<&CancelToken>,
         progress: &mut Progress<'_>,
     ) -> Result<u32> {
-        if self.collective.world_size() > 1 {
+        if self.world > 1 {
             return Err(Error::invalid(
                 "dynamic_sampling resample is off with a collective (ranks would call the reward \
                  different numbers of times): use skip",
@@ -361,7 +421,11 @@ impl Trainer {
                 Error::new(ErrorKind::Callback, format!("the reward failed: {e}"))
             }
         })?;
-        check_rewards(&rewards, r.len())?;
+        if self.world > 1 {
+            check_reward_values(&rewards, r.len())?;
+        } else {
+            check_rewards(&rewards, r.len())?;
+        }
         progress.report(Stage::Reward, 1, 1, cancel)?;
         Ok(rewards)
     }
@@ -399,17 +463,30 @@ impl Trainer {
         progress: &mut Progress<'_>,
     ) -> Result<StepStats> {
         let k = self.config.updates_per_step;
+        // data-parallel, a failure or cancellation between two reductions is carried to the
+        // next one (the next optimiser step's gradient reduction, or the commit's), so every
+        // rank makes the same reductions and fails alike
+        let mut pending: Result<()> = Ok(());
         let mut run = || -> Result<()> {
             for u in 0..k {
-                progress.report(Stage::Backward, u, k, cancel)?;
-                let (grads, terms) = self.gradients(&up, r, u, cancel)?;
-                progress.report(Stage::Optimizer, u, k, cancel)?;
+                let before = pending
+                    .clone()
+                    .and_then(|()| progress.report(Stage::Backward, u, k, cancel));
+                pending = Ok(());
+                let (grads, terms) = self.gradients_after(before, &up, r, u, cancel)?;
+                let reported = progress.report(Stage::Optimizer, u, k, cancel);
+                if self.world == 1 {
+                    reported?;
+                } else {
+                    pending = reported;
+                }
                 self.apply(&mut up, &grads, &terms)?;
             }
             Ok(())
         };
-        match run() {
-            Ok(()) => self.commit(up),
+        let res = run();
+        match res {
+            Ok(()) => self.commit_after(pending, up),
             Err(e) => {
                 self.abort(up);
                 Err(e)
@@ -427,8 +504,15 @@ impl Trainer {
         progress: &mut Progress<'_>,
     ) -> Result<StepStats> {
         let started = Instant::now();
-        let mut r = self.rollout(prompts, cancel, progress)?;
-        let mut rewards = self.rewards(&r, reward, cancel, progress)?;
+        let rolled = self.rollout(prompts, cancel, progress).and_then(|r| {
+            let rewards = self.rewards(&r, reward, cancel, progress)?;
+            Ok((r, rewards))
+        });
+        let (mut r, mut rewards) = match rolled {
+            Ok(x) => x,
+            // data-parallel, the other ranks learn of the failure at the update's agreement
+            Err(e) => return Err(self.fail_update(e)),
+        };
         let resampled = match self.config.dynamic_sampling {
             DynamicSampling::Resample => {
                 self.resample(prompts, &mut r, &mut rewards, reward, cancel, progress)?
@@ -462,7 +546,7 @@ impl Trainer {
             },
             cancel: None,
         };
-        let (grads, t) = self.objective(r, adv, &[]).evaluate(&pass, which)?;
+        let (grads, t) = self.objective(r, adv, &[], None).evaluate(&pass, which)?;
         Ok((t.loss(), grads))
     }
 

@@ -7,12 +7,14 @@
 use std::time::Instant;
 
 use super::adamw::{adamw_step, Group, OptimState};
-use super::objective::{batch, Grads, Mode, Objective, Pass, Policies, Terms};
+use super::advantages::{deviation_sum, finite_sum, group_advantages_with};
+use super::objective::{batch, Grads, Mode, Objective, Pass, Policies, ShareCounts, Terms};
 use super::rollout::{Origin, Rollout};
 use super::{DynamicSampling, StepStats, Trainer};
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind, Result};
-use crate::reward::check_rewards;
+use crate::package::ParamSet;
+use crate::reward::{check_reward_values, check_rewards};
 
 /// The working state of one trainer step's optimiser steps, between `begin_update` and `commit`.
 pub struct Update {
@@ -32,6 +34,19 @@ pub struct Update {
     resampled: u32,
     sums: Sums,
     started: Instant,
+    /// Data-parallel: per optimiser step, the normalisers' counts summed over the ranks.
+    counts: Vec<ShareCounts>,
+    /// Data-parallel: the global batch's rewards and groups.
+    global: Option<GlobalBatch>,
+}
+
+/// The global batch of a data-parallel update, from the agreement reduction.
+#[derive(Debug, Clone, Copy)]
+struct GlobalBatch {
+    reward_mean: f64,
+    reward_std: f64,
+    zero_spread: usize,
+    prompts: usize,
 }
 
 impl Update {
@@ -72,7 +87,84 @@ struct Sums {
 impl Trainer {
     /// Phase 3a: check that `r` belongs to this trainer's current state and `rewards` fit it,
     /// and prepare the optimiser steps. Changes nothing.
+    /// Data-parallel (W > 1), every rank's begin_update makes the update's agreement
+    /// reduction: success flags, the rewarded samples' count and sum, the zero-spread groups,
+    /// the prompts and every optimiser step's normaliser counts; then the squared deviations
+    /// from the global mean (the stats' std and `global_std`'s).
     pub fn begin_update(&mut self, r: &Rollout, rewards: &[f32]) -> Result<Update> {
+        let local = self.prepare_update(r, rewards);
+        if self.world == 1 {
+            return local;
+        }
+        let k = self.config.updates_per_step as usize;
+        let mut buf = vec![0f32; 4 + ShareCounts::LEN * k];
+        if let Ok(up) = &local {
+            let (sum, n) = finite_sum(&up.rewards);
+            buf[0] = n as f32;
+            buf[1] = sum as f32;
+            buf[2] = up.zero_spread.iter().filter(|&&z| z).count() as f32;
+            buf[3] = up.n_prompts as f32;
+            let obj = self.objective(r, &up.advantages, &up.skipped, None);
+            for u in 0..k {
+                let share = self.share(&up.rewards, u);
+                let c = obj.share_counts(&share).to_f32();
+                buf[4 + u * ShareCounts::LEN..][..ShareCounts::LEN].copy_from_slice(&c);
+            }
+        }
+        let status = local.as_ref().map(|_| ()).map_err(Error::clone);
+        self.agree(status, &mut buf, "the update's agreement")?;
+        let mut up = local?;
+        let n = buf[0].round() as usize;
+        if n == 0 {
+            return Err(Error::invalid(
+                "no sample of the global batch (every rank's) has a reward (all NaN)",
+            ));
+        }
+        let mean = buf[1] as f64 / n as f64;
+        let mut dev = [deviation_sum(&up.rewards, mean) as f32];
+        self.reduce(&mut dev, "the rewards' deviations")?;
+        let std = (dev[0] as f64 / n as f64).sqrt();
+        if self.config.global_std {
+            let (adv, _) = group_advantages_with(
+                &up.rewards,
+                &r.prompt_of,
+                Some(std),
+                self.config.advantage_clip,
+            );
+            up.advantages = adv;
+        }
+        up.counts = (0..k)
+            .map(|u| ShareCounts::from_f32(&buf[4 + u * ShareCounts::LEN..][..ShareCounts::LEN]))
+            .collect();
+        up.global = Some(GlobalBatch {
+            reward_mean: mean,
+            reward_std: std,
+            zero_spread: buf[2].round() as usize,
+            prompts: buf[3].round() as usize,
+        });
+        Ok(up)
+    }
+
+    /// Data-parallel, a rank that fails before its update (its rollout, its reward) still makes
+    /// the update's agreement reduction, with its failure, so the other ranks fail alike.
+    /// Returns `e`. With one process, returns `e` at once.
+    pub(super) fn fail_update(&self, e: Error) -> Error {
+        if self.world > 1 {
+            let k = self.config.updates_per_step as usize;
+            let mut buf = vec![0f32; 4 + ShareCounts::LEN * k];
+            let _ = self.agree(Err(e.clone()), &mut buf, "the update's agreement");
+        }
+        e
+    }
+
+    /// The samples of optimiser step `u`'s share, chosen by global sample index.
+    fn share(&self, rewards: &[f32], u: usize) -> Vec<usize> {
+        let k = self.config.updates_per_step as usize;
+        let offset = self.prompt_offset(rewards.len()) as usize;
+        batch::update_share(rewards, k, u, offset)
+    }
+
+    fn prepare_update(&mut self, r: &Rollout, rewards: &[f32]) -> Result<Update> {
         let o = self.origin();
         if r.origin.trainer != o.trainer {
             return Err(Error::invalid("the rollout was made by another trainer"));
@@ -88,7 +180,12 @@ impl Trainer {
                 r.origin.step, o.step
             )));
         }
-        check_rewards(rewards, r.len()).map_err(|e| Error::invalid(e.message().to_string()))?;
+        if self.world > 1 {
+            check_reward_values(rewards, r.len())
+        } else {
+            check_rewards(rewards, r.len())
+        }
+        .map_err(|e| Error::invalid(e.message().to_string()))?;
         let (advantages, zero_spread) = self.advantages(r, rewards);
         let skipped = match self.config.dynamic_sampling {
             DynamicSampling::Off => Vec::new(),
@@ -107,6 +204,8 @@ impl Trainer {
             resampled: 0,
             sums: Sums::default(),
             started: Instant::now(),
+            counts: Vec::new(),
+            global: None,
         })
     }
 
@@ -117,7 +216,36 @@ impl Trainer {
 
     /// Phase 3b: the gradients and loss terms of optimiser step `u` (its share of `r`) at the
     /// update's current parameters. Changes nothing.
+    /// Data-parallel, the result is every rank's sum (one reduction per optimiser step: the
+    /// flattened gradient, its terms and the ranks' outcomes), the same on every rank.
     pub fn gradients(
+        &self,
+        up: &Update,
+        r: &Rollout,
+        u: u32,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Grads, Terms)> {
+        self.gradients_after(Ok(()), up, r, u, cancel)
+    }
+
+    /// `gradients`, unless `before` (a failure or cancellation since the last reduction) is an
+    /// error: then that error, which data-parallel the other ranks learn of in the reduction.
+    pub(super) fn gradients_after(
+        &self,
+        before: Result<()>,
+        up: &Update,
+        r: &Rollout,
+        u: u32,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Grads, Terms)> {
+        let local = before.and_then(|()| self.local_gradients(up, r, u, cancel));
+        if self.world == 1 {
+            return local;
+        }
+        self.reduce_gradients(up, local)
+    }
+
+    fn local_gradients(
         &self,
         up: &Update,
         r: &Rollout,
@@ -128,8 +256,13 @@ impl Trainer {
         if u >= k {
             return Err(Error::invalid(format!("update {u} of {k}: out of range")));
         }
-        let share = batch::update_share(&up.rewards, k as usize, u as usize);
-        let obj = self.objective(r, &up.advantages, &up.skipped);
+        let share = self.share(&up.rewards, u as usize);
+        let obj = self.objective(
+            r,
+            &up.advantages,
+            &up.skipped,
+            up.counts.get(u as usize).copied(),
+        );
         let pass = Pass {
             params: &self.current(up).params,
             share: &share,
@@ -149,11 +282,63 @@ impl Trainer {
         )
     }
 
+    /// The sum over the ranks of one optimiser step's gradients and terms (`local` is this
+    /// rank's, or its failure). Layout: per trainable tensor (name order) a presence flag and
+    /// its values, then the terms' sums and counts, then each rank's consistency (text, image)
+    /// in its own slot (the maximum is taken after).
+    fn reduce_gradients(
+        &self,
+        up: &Update,
+        local: Result<(Grads, Terms)>,
+    ) -> Result<(Grads, Terms)> {
+        let params = &self.current(up).params.values;
+        let w = self.world as usize;
+        let len: usize = params.values().map(|p| 1 + p.len()).sum();
+        let mut buf = vec![0f32; len + TERM_SLOTS + 2 * w];
+        if let Ok((grads, terms)) = &local {
+            let mut at = 0;
+            for (name, p) in params {
+                if let Some(g) = grads.get(name) {
+                    buf[at] = 1.0;
+                    for (b, x) in buf[at + 1..at + 1 + p.len()].iter_mut().zip(g.iter()) {
+                        *b = *x as f32;
+                    }
+                }
+                at += 1 + p.len();
+            }
+            buf[len..len + TERM_SLOTS].copy_from_slice(&term_slots(terms));
+            buf[len + TERM_SLOTS + self.rank as usize] = terms.text_consistency as f32;
+            buf[len + TERM_SLOTS + w + self.rank as usize] = terms.image_consistency as f32;
+        }
+        let status = local.as_ref().map(|_| ()).map_err(Error::clone);
+        self.agree(status, &mut buf, "an optimiser step's gradient reduction")?;
+        let mut grads = Grads::new();
+        let mut at = 0;
+        for (name, p) in params {
+            if buf[at] != 0.0 {
+                let v: Vec<f64> = buf[at + 1..at + 1 + p.len()]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect();
+                let g = ndarray::ArrayD::from_shape_vec(p.raw_dim(), v)
+                    .map_err(|e| Error::runtime(format!("gradient of {name}: {e}")))?;
+                grads.insert(name.clone(), g);
+            }
+            at += 1 + p.len();
+        }
+        let mut terms = terms_of_slots(&buf[len..len + TERM_SLOTS]);
+        let cons = &buf[len + TERM_SLOTS..];
+        terms.text_consistency = cons[..w].iter().fold(0f64, |m, &x| m.max(x as f64));
+        terms.image_consistency = cons[w..].iter().fold(0f64, |m, &x| m.max(x as f64));
+        Ok((grads, terms))
+    }
+
     pub(super) fn objective<'a>(
         &'a self,
         r: &'a Rollout,
         adv: &'a [f32],
         skipped: &'a [bool],
+        counts: Option<ShareCounts>,
     ) -> Objective<'a> {
         Objective {
             model: &self.model,
@@ -163,6 +348,7 @@ impl Trainer {
             config: &self.config,
             velocity_mse_weight: self.mse_weight as f64,
             skipped,
+            counts,
         }
     }
 
@@ -239,18 +425,57 @@ impl Trainer {
 
     /// Phase 3d: make the update's result the trainer's state (all optimiser steps applied and
     /// every parameter finite), count the step, and return its statistics.
-    pub fn commit(&mut self, mut up: Update) -> Result<StepStats> {
+    /// Data-parallel, the commit's agreement reduction compares a hash of the new parameters
+    /// across the ranks: a divergence is an error on every rank, and nothing is committed.
+    pub fn commit(&mut self, up: Update) -> Result<StepStats> {
+        self.commit_after(Ok(()), up)
+    }
+
+    /// `commit`, unless `before` (a failure or cancellation since the last reduction) is an
+    /// error: then nothing is committed on any rank.
+    pub(super) fn commit_after(&mut self, before: Result<()>, mut up: Update) -> Result<StepStats> {
         let k = self.config.updates_per_step;
-        if up.origin != self.origin() {
-            return Err(Error::invalid(
-                "the update belongs to another trainer state",
-            ));
-        }
-        if up.applied != k {
-            return Err(Error::invalid(format!(
-                "{} of {k} optimiser steps applied: nothing committed",
-                up.applied
-            )));
+        let check = || -> Result<()> {
+            before?;
+            if up.origin != self.origin() {
+                return Err(Error::invalid(
+                    "the update belongs to another trainer state",
+                ));
+            }
+            if up.applied != k {
+                return Err(Error::invalid(format!(
+                    "{} of {k} optimiser steps applied: nothing committed",
+                    up.applied
+                )));
+            }
+            Ok(())
+        };
+        let checked = check();
+        if self.world > 1 {
+            let w = self.world as usize;
+            let mut buf = vec![0f32; 4 * w];
+            if let (Ok(()), Some(s)) = (&checked, &up.state) {
+                let h = params_hash(&s.params);
+                for j in 0..4 {
+                    buf[4 * self.rank as usize + j] = ((h >> (16 * j)) & 0xffff) as f32;
+                }
+            }
+            let agreed = self.agree(checked, &mut buf, "the commit's parameter check");
+            if let Err(e) = agreed {
+                self.abort(up);
+                return Err(e);
+            }
+            let first = &buf[..4];
+            if let Some(r) = (1..w).find(|&r| &buf[4 * r..4 * r + 4] != first) {
+                self.abort(up);
+                return Err(Error::runtime(format!(
+                    "the ranks' parameters diverged: rank {r}'s hash differs from rank 0's after step {} \
+                     (the ranks must run the same model, train params and collective)",
+                    self.step + 1
+                )));
+            }
+        } else {
+            checked?;
         }
         let new = up.state.take().expect("applied at least once");
         if new
@@ -282,23 +507,30 @@ impl Trainer {
     }
 
     fn stats(&self, up: &Update) -> StepStats {
-        let finite: Vec<f64> = up
-            .rewards
-            .iter()
-            .filter(|r| !r.is_nan())
-            .map(|&r| r as f64)
-            .collect();
-        let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-        let std =
-            (finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / finite.len() as f64).sqrt();
+        let (mean, std, zero, prompts) = match up.global {
+            Some(g) => (g.reward_mean, g.reward_std, g.zero_spread, g.prompts),
+            None => {
+                let finite: Vec<f64> = up
+                    .rewards
+                    .iter()
+                    .filter(|r| !r.is_nan())
+                    .map(|&r| r as f64)
+                    .collect();
+                let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+                let std = (finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+                    / finite.len() as f64)
+                    .sqrt();
+                let zero = up.zero_spread.iter().filter(|&&z| z).count();
+                (mean, std, zero, up.n_prompts)
+            }
+        };
         let kf = self.config.updates_per_step as f64;
         let (s, t) = (&up.sums, &up.sums.terms);
         StepStats {
             step: self.step,
             reward_mean: mean as f32,
             reward_std: std as f32,
-            frac_zero_std: up.zero_spread.iter().filter(|&&z| z).count() as f32
-                / up.n_prompts as f32,
+            frac_zero_std: zero as f32 / prompts as f32,
             loss: (s.loss / kf) as f32,
             text_loss: (s.text / kf) as f32,
             image_loss: (s.image / kf) as f32,
@@ -319,6 +551,58 @@ impl Trainer {
             resampled_groups: up.resampled,
         }
     }
+}
+
+/// The terms' sums and counts in a reduction buffer (data-parallel).
+const TERM_SLOTS: usize = 11;
+
+fn term_slots(t: &Terms) -> [f32; TERM_SLOTS] {
+    [
+        t.text_loss as f32,
+        t.image_loss as f32,
+        t.velocity_mse as f32,
+        t.text_kl as f32,
+        t.image_kl as f32,
+        t.text_clipped as f32,
+        t.text_tokens as f32,
+        t.image_clipped as f32,
+        t.image_steps as f32,
+        t.kl_sum as f32,
+        t.kl_n as f32,
+    ]
+}
+
+fn terms_of_slots(v: &[f32]) -> Terms {
+    let n = |x: f32| x.round() as usize;
+    Terms {
+        text_loss: v[0] as f64,
+        image_loss: v[1] as f64,
+        velocity_mse: v[2] as f64,
+        text_kl: v[3] as f64,
+        image_kl: v[4] as f64,
+        text_clipped: n(v[5]),
+        text_tokens: n(v[6]),
+        image_clipped: n(v[7]),
+        image_steps: n(v[8]),
+        kl_sum: v[9] as f64,
+        kl_n: n(v[10]),
+        text_consistency: 0.0,
+        image_consistency: 0.0,
+    }
+}
+
+/// FNV-1a over the parameters' f32 bits in name order (the ranks' divergence check).
+pub fn params_hash(p: &ParamSet) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (name, a) in &p.values {
+        for b in name.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+        for x in a.iter() {
+            h = (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    h
 }
 
 /// Bounds of the adaptive velocity-MSE weight.

@@ -2,6 +2,7 @@
  * (callback, before the call, from another thread), training with a C reward, failures that must
  * change nothing, re-entrant callbacks, concurrent generation, checkpoints, export, lifetimes, and
  * the live-object count. Usage: test_api MODEL_DIR TMP_DIR. Prints "N passed, M failed". */
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -371,7 +372,43 @@ int main(int argc, char **argv) {
   expect(unigrpo_model_load(exp, NULL, &m2), UNIGRPO_OK, "reload exported");
   expect(unigrpo_generate(m2, "a red circle", NULL, NULL, &g), UNIGRPO_OK, "generate with exported");
   unigrpo_generation_free(g);
+
+  /* an export over an existing package swaps the new one in whole: the model loaded from the
+     old one keeps working, the new one loads and draws what the trainer draws, nothing
+     temporary is left beside it; an export under a regular file fails with IO, leaving nothing */
+  expect(unigrpo_trainer_step(t, tprompts, 2, redness, NULL, NULL, NULL), UNIGRPO_OK, "step before re-export");
+  expect(unigrpo_trainer_export_model(t, exp), UNIGRPO_OK, "re-export over the package");
+  expect(unigrpo_generate(m2, "a red circle", NULL, NULL, &g), UNIGRPO_OK, "old model after re-export");
+  unigrpo_generation_free(g);
+  unigrpo_model *m3 = NULL;
+  expect(unigrpo_model_load(exp, NULL, &m3), UNIGRPO_OK, "reload re-exported");
+  {
+    unigrpo_generate_params gp;
+    unigrpo_generate_params_init(m3, &gp);
+    gp.seed = 42;
+    expect(unigrpo_generate(m3, "a few warm-coloured shapes", &gp, NULL, &g), UNIGRPO_OK, "generate re-exported");
+    fingerprint(t, m, r0, p0);
+    CHECK(strcmp(r0, unigrpo_generation_reasoning(g)) == 0);
+    CHECK(memcmp(p0, unigrpo_generation_image(g).data, sizeof p0) == 0);
+    unigrpo_generation_free(g);
+  }
+  unigrpo_model_free(m3);
   unigrpo_model_free(m2);
+  char under_file[700];
+  snprintf(under_file, sizeof under_file, "%s/sub", ckpt);
+  expect(unigrpo_trainer_export_model(t, under_file), UNIGRPO_ERR_IO, "export under a regular file");
+  {
+    int stray = 0;
+    DIR *d = opendir(TMP);
+    CHECK(d != NULL);
+    for (struct dirent *e; d && (e = readdir(d));)
+      if (strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".old-")) {
+        fprintf(stderr, "left in %s: %s\n", TMP, e->d_name);
+        stray++;
+      }
+    if (d) closedir(d);
+    CHECK(stray == 0);
+  }
 
   /* freeing the model before its trainers is safe */
   unigrpo_model_free(m);

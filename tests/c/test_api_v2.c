@@ -271,8 +271,8 @@ int main(int argc, char **argv) {
   expect(unigrpo_trainer_set_learning_rate(b, 0.0f, 2e-4f), UNIGRPO_OK, "set rate");
   expect(unigrpo_trainer_set_learning_rate(NULL, 0.0f, 0.0f), UNIGRPO_ERR_NULL_ARGUMENT, "NULL trainer");
 
-  /* the collective: world 1 never reduces; larger worlds are refused in this release; set it
-     before the first rollout only */
+  /* the collective: world 1 never reduces (data-parallel worlds: tests/c/test_collective.c);
+     set it before the first rollout only */
   unigrpo_collective c;
   unigrpo_collective_init(&c);
   CHECK(c.struct_size == sizeof c && c.rank == 0 && c.world_size == 1 && c.all_reduce_sum == NULL);
@@ -280,7 +280,10 @@ int main(int argc, char **argv) {
   expect(unigrpo_trainer_new(m, &tp, &tc), UNIGRPO_OK, "trainer c");
   c.all_reduce_sum = count_reduce;
   c.world_size = 2;
-  expect(unigrpo_trainer_set_collective(tc, &c), UNIGRPO_ERR_INVALID_ARGUMENT, "world 2");
+  c.all_reduce_sum = NULL;
+  expect(unigrpo_trainer_set_collective(tc, &c), UNIGRPO_ERR_INVALID_ARGUMENT, "world 2 without a function");
+  c.all_reduce_sum = count_reduce;
+  expect(unigrpo_trainer_set_collective(tc, &c), UNIGRPO_OK, "world 2");
   c.world_size = 1;
   c.rank = 1;
   expect(unigrpo_trainer_set_collective(tc, &c), UNIGRPO_ERR_INVALID_ARGUMENT, "rank 1 of 1");

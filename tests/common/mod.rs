@@ -99,6 +99,90 @@ pub fn unigrpo_bin() -> PathBuf {
     target_dir().join("unigrpo")
 }
 
+/// Whether Open MPI's `mpirun` and `mpicc` are on the PATH.
+#[allow(dead_code)]
+pub fn have_mpi() -> bool {
+    let found = |p: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    found("mpirun") && found("mpicc")
+}
+
+/// The `unigrpo` command of the crash and MPI tests: the CLI built with the `fault-injection`
+/// feature (UNIGRPO_FAULT points, src/fault.rs) and, where Open MPI is installed, the `mpi`
+/// feature, into its own target directory (`target/test-features`, as `make test` builds it),
+/// so the ordinary binary never carries the fault points or links libmpi.
+#[allow(dead_code)]
+pub fn features_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let release = target_dir().ends_with("release");
+    let dir = root().join("target/test-features");
+    BUILT.call_once(|| {
+        let features = if have_mpi() {
+            "fault-injection,mpi"
+        } else {
+            "fault-injection"
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "unigrpo-cli", "--features", features])
+            .arg("--target-dir")
+            .arg(&dir)
+            .current_dir(root());
+        if release {
+            cmd.arg("--release");
+        }
+        let o = cmd.output().expect("cargo build");
+        assert!(
+            o.status.success(),
+            "cargo build of the CLI with {features} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    });
+    dir.join(if release { "release" } else { "debug" })
+        .join("unigrpo")
+}
+
+/// `bin train` on the smallest configuration (groups of 2, one prompt per step, 3 rollout
+/// steps, one thread) from `prompts` into `run`, with `reward`.
+#[allow(dead_code)]
+pub fn tiny_train(
+    bin: &Path,
+    prompts: &Path,
+    run: &Path,
+    steps: u64,
+    reward: &str,
+    samples_every: u64,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.args([
+        "train",
+        "--group-size",
+        "2",
+        "--prompts-per-step",
+        "1",
+        "--rollout-steps",
+        "3",
+    ])
+    .args(["--threads", "1", "--reward", reward])
+    .args([
+        "--samples-every",
+        &samples_every.to_string(),
+        "--steps",
+        &steps.to_string(),
+    ])
+    .arg("--model")
+    .arg(shapes_dir())
+    .arg("--prompts")
+    .arg(prompts)
+    .arg("--out")
+    .arg(run);
+    c
+}
+
 /// The two prompts of the trainer tests (an open-ended one and an indirect one).
 #[allow(dead_code)]
 pub const TRAIN_PROMPTS: [&str; 2] = [

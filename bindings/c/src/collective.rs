@@ -81,9 +81,9 @@ impl unigrpo::train::Collective for CCollective {
 }
 
 /// Use the host's collective (copied; `user_data` must live until the trainer is freed); set
-/// before the trainer's first rollout or step. NULL or world_size 1 = single process.
-/// world_size > 1 is UNIGRPO_ERR_INVALID_ARGUMENT in this release (data-parallel training is not
-/// implemented yet).
+/// before the trainer's first rollout or step. NULL or world_size 1 = single process; with
+/// world_size > 1 every step reduces through `all_reduce_sum` (the data-parallel rules of the
+/// header and docs/training.md).
 #[no_mangle]
 pub unsafe extern "C" fn unigrpo_trainer_set_collective(
     t: *mut unigrpo_trainer,

@@ -141,8 +141,12 @@ pub unsafe extern "C" fn unigrpo_rollout_set_rewards(
         }
         // SAFETY: the contract: `rewards` holds `n` floats.
         let v = unsafe { std::slice::from_raw_parts(rewards, n) }.to_vec();
-        unigrpo::reward::check_rewards(&v, n)
-            .map_err(|e| Error::invalid(e.message().to_string()))?;
+        if r.inner.origin.data_parallel {
+            unigrpo::reward::check_reward_values(&v, n)
+        } else {
+            unigrpo::reward::check_rewards(&v, n)
+        }
+        .map_err(|e| Error::invalid(e.message().to_string()))?;
         r.rewards = Some(v);
         Ok(())
     })

@@ -1,10 +1,12 @@
 //! Which samples an optimiser step sees, and how it splits them into VJP calls.
 
-/// The share of optimiser step `u` of `k`: the rewarded samples at positions u, u + k, ...
-/// (groups are contiguous, so with k <= group size every group is represented in every share).
-pub fn update_share(rewards: &[f32], k: usize, u: usize) -> Vec<usize> {
+/// The share of optimiser step `u` of `k`: the rewarded samples at global positions u, u + k,
+/// ... (groups are contiguous, so with k <= group size every group is represented in every
+/// share). `offset` is the global index of `rewards[0]` (data-parallel: this rank's first
+/// sample; 0 in one process).
+pub fn update_share(rewards: &[f32], k: usize, u: usize, offset: usize) -> Vec<usize> {
     (0..rewards.len())
-        .filter(|&i| i % k == u && !rewards[i].is_nan())
+        .filter(|&i| (offset + i) % k == u && !rewards[i].is_nan())
         .collect()
 }
 
@@ -34,13 +36,16 @@ mod tests {
     #[test]
     fn shares_interleave_and_skip_unrewarded_samples() {
         let r = [0.1, f32::NAN, 0.3, 0.4, 0.5, 0.6];
-        assert_eq!(update_share(&r, 2, 0), vec![0, 2, 4]);
-        assert_eq!(update_share(&r, 2, 1), vec![3, 5]);
-        assert_eq!(update_share(&r, 1, 0), vec![0, 2, 3, 4, 5]);
+        assert_eq!(update_share(&r, 2, 0, 0), vec![0, 2, 4]);
+        assert_eq!(update_share(&r, 2, 1, 0), vec![3, 5]);
+        assert_eq!(update_share(&r, 1, 0, 0), vec![0, 2, 3, 4, 5]);
         // every sample is in exactly one share
-        let mut all: Vec<usize> = (0..3).flat_map(|u| update_share(&r, 3, u)).collect();
+        let mut all: Vec<usize> = (0..3).flat_map(|u| update_share(&r, 3, u, 0)).collect();
         all.sort();
         assert_eq!(all, vec![0, 2, 3, 4, 5]);
+        // by global index: a rank whose first sample is global sample 3
+        assert_eq!(update_share(&r, 2, 0, 3), vec![3, 5]);
+        assert_eq!(update_share(&r, 2, 1, 3), vec![0, 2, 4]);
     }
 
     #[test]

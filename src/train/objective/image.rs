@@ -182,21 +182,14 @@ pub fn terms(
     let (r, cfg, net, cancel) = (o.rollout, o.config, &o.model.image, pass.cancel);
     let shape = net.latent_shape.clone();
     let d = net.latent_len();
-    let rows = |live: bool| {
-        pass.share
-            .iter()
-            .filter(|&&i| !live || o.in_policy_normaliser(i))
-            .map(|&i| r.trained[i].len())
-            .sum::<usize>()
-            .max(1) as f64
-    };
+    let c = o.counts_for(pass.share);
     let w = StepWeights {
         clip: cfg.image_clip_range as f64,
         mse: o.velocity_mse_weight,
         kl: cfg.image_kl_weight as f64,
         // the mean over the share's trained (sample, step) rows
-        mean: 1.0 / rows(false),
-        policy_mean: 1.0 / rows(true),
+        mean: 1.0 / c.image_rows.max(1) as f64,
+        policy_mean: 1.0 / c.image_policy_rows.max(1) as f64,
     };
     let grid = &r.traj.grid;
     let t1 = grid.get(1).copied().unwrap_or(0.0);

@@ -66,6 +66,49 @@ pub struct Objective<'a> {
     /// Per prompt of the rollout: its group leaves the policy terms' normalisers (dynamic
     /// sampling of zero-spread groups); empty = none does.
     pub skipped: &'a [bool],
+    /// The normalisers' counts to divide by; None = the pass's own share's (one process).
+    /// Data-parallel, every rank's share counts summed (`Update`'s agreement reduction).
+    pub counts: Option<ShareCounts>,
+}
+
+/// What the normalisers of a share divide by (algorithm.md section 4; docs/training.md): the
+/// share's reasoning tokens and non-empty reasonings, trained (sample, step) rows, each in full
+/// (the regularisers) and without the groups dynamic sampling skips (the policy terms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareCounts {
+    pub text_tokens: usize,
+    pub text_seqs: usize,
+    pub text_policy_tokens: usize,
+    pub text_policy_seqs: usize,
+    pub image_rows: usize,
+    pub image_policy_rows: usize,
+}
+
+impl ShareCounts {
+    pub const LEN: usize = 6;
+    pub fn to_f32(self) -> [f32; Self::LEN] {
+        [
+            self.text_tokens,
+            self.text_seqs,
+            self.text_policy_tokens,
+            self.text_policy_seqs,
+            self.image_rows,
+            self.image_policy_rows,
+        ]
+        .map(|x| x as f32)
+    }
+    /// From a reduced buffer (sums of counts, exact in f32 below 2^24).
+    pub fn from_f32(v: &[f32]) -> ShareCounts {
+        let c = |i: usize| v[i].round() as usize;
+        ShareCounts {
+            text_tokens: c(0),
+            text_seqs: c(1),
+            text_policy_tokens: c(2),
+            text_policy_seqs: c(3),
+            image_rows: c(4),
+            image_policy_rows: c(5),
+        }
+    }
 }
 
 /// One evaluation: at `params`, over the samples `share`, in `mode`.
@@ -91,6 +134,30 @@ impl Objective<'_> {
             .get(self.rollout.prompt_of[i])
             .copied()
             .unwrap_or(false)
+    }
+
+    /// The normaliser counts of the samples `share` of this objective's rollout.
+    pub fn share_counts(&self, share: &[usize]) -> ShareCounts {
+        let r = self.rollout;
+        let mut c = ShareCounts::default();
+        for &i in share {
+            let (l, rows) = (r.reasoning[i].tokens.len(), r.trained[i].len());
+            let live = self.in_policy_normaliser(i);
+            c.text_tokens += l;
+            c.text_seqs += (l > 0) as usize;
+            c.image_rows += rows;
+            if live {
+                c.text_policy_tokens += l;
+                c.text_policy_seqs += (l > 0) as usize;
+                c.image_policy_rows += rows;
+            }
+        }
+        c
+    }
+
+    /// The counts a pass over `share` divides by: the given ones, else the share's own.
+    pub fn counts_for(&self, share: &[usize]) -> ShareCounts {
+        self.counts.unwrap_or_else(|| self.share_counts(share))
     }
 
     /// The text and image terms of one share, with their gradients summed by parameter name.

@@ -118,12 +118,14 @@ pub fn terms(
         .zip(&lengths)
         .map(|(&i, &l)| if o.in_policy_normaliser(i) { l } else { 0 })
         .collect();
+    let c = o.counts_for(pass.share);
+    let agg = cfg.text_aggregation;
     let mut weight = vec![(0.0, 0.0); r.len()];
     for ((&i, wp), wr) in pass
         .share
         .iter()
-        .zip(cfg.text_aggregation.token_weights(&policy_lengths))
-        .zip(cfg.text_aggregation.token_weights(&lengths))
+        .zip(agg.token_weights_over(&policy_lengths, c.text_policy_tokens, c.text_policy_seqs))
+        .zip(agg.token_weights_over(&lengths, c.text_tokens, c.text_seqs))
     {
         weight[i] = (wp, wr);
     }
