@@ -842,16 +842,10 @@ fn random_kills_and_resumes_reproduce_the_uninterrupted_run() {
         params(&clean) == params(&killed),
         "the resumed run's parameters differ"
     );
-    let logged: Vec<u64> = std::fs::read_to_string(killed.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(logged, (1..=steps).collect::<Vec<u64>>());
+    assert_eq!(
+        common::logged_steps(&killed),
+        (1..=steps).collect::<Vec<u64>>()
+    );
     let leftovers: Vec<String> = std::fs::read_dir(&killed)
         .unwrap()
         .flatten()

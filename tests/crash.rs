@@ -54,18 +54,6 @@ fn params(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("model/params.safetensors")).unwrap()
 }
 
-fn logged_steps(run: &Path) -> Vec<u64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect()
-}
-
 /// Names under `run` (one level, and inside model/) of temporary or moved-aside files.
 fn leftovers(run: &Path) -> Vec<String> {
     let mut out = vec![];
@@ -97,7 +85,7 @@ fn assert_recovered(s: &Scratch, run: &Path, clean: &[u8], what: &str) {
     );
     assert!(params(run) == clean, "{what}: the parameters differ");
     assert_eq!(
-        logged_steps(run),
+        common::logged_steps(run),
         (1..=STEPS).collect::<Vec<_>>(),
         "{what}: metrics.jsonl"
     );

@@ -83,20 +83,12 @@ fn params(dir: &Path) -> Vec<f32> {
         .collect()
 }
 
-fn dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
-}
-
-/// The ranks' closing lines "rank R of W: ... parameter hash H": the hashes.
+/// The hashes of the ranks' closing lines "rank R of W: ... parameter hash H" (found anywhere:
+/// the ranks' stderr lines may interleave).
 fn rank_hashes(out: &str) -> Vec<String> {
     let mut v: Vec<String> = out
-        .lines()
-        .filter(|l| l.starts_with("rank ") && l.contains(" of 2: ") && l.contains("parameter hash"))
-        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .match_indices("parameter hash ")
+        .map(|(i, m)| out[i + m.len()..].chars().take(16).collect())
         .collect();
     v.sort();
     v
@@ -131,7 +123,7 @@ fn mpirun_train_matches_one_process_and_resumes_exactly() {
     );
     let theta0 = params(&common::shapes_dir());
     let (t1, tw) = (params(&single.join("model")), params(&two.join("model")));
-    let (d, moved) = (dist(&tw, &t1), dist(&t1, &theta0));
+    let (d, moved) = (common::dist(&tw, &t1), common::dist(&t1, &theta0));
     assert!(moved > 0.0);
     assert!(
         d <= 1e-4 * moved,

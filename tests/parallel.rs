@@ -35,14 +35,6 @@ fn without_seconds(mut s: StepStats) -> StepStats {
     s
 }
 
-fn dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
-}
-
 /// Run `world` ranks, each stepping `steps` times on its share of `prompts` with `reward(rank)`,
 /// each rank's thread given its trainer after the collective is set; returns per rank what
 /// `body` returns.
@@ -142,7 +134,10 @@ fn two_ranks_match_one_process() {
         let s1: Vec<StepStats> = out[1].1.iter().cloned().map(without_seconds).collect();
         assert_eq!(s0, s1, "{what}: the ranks' stats differ");
         // norm-wise the single process's update
-        let (d, moved) = (dist(&out[0].0, &theta1), dist(&theta1, &theta0));
+        let (d, moved) = (
+            common::dist(&out[0].0, &theta1),
+            common::dist(&theta1, &theta0),
+        );
         assert!(moved > 0.0, "{what}: the single process did not move");
         assert!(
             d <= 1e-4 * moved,

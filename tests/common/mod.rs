@@ -78,19 +78,29 @@ pub fn build_package(package: &str) {
     if built.iter().any(|p| p == package) {
         return;
     }
+    cargo_build(&["-p", package], None);
+    built.push(package.to_string());
+}
+
+/// `cargo build ARGS` for this test binary's profile (into `target_dir` when given), failing
+/// the test with cargo's output.
+fn cargo_build(args: &[&str], target_dir_override: Option<&Path>) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", package]).current_dir(root());
+    cmd.arg("build").args(args).current_dir(root());
+    if let Some(d) = target_dir_override {
+        cmd.arg("--target-dir").arg(d);
+    }
     if target_dir().ends_with("release") {
         cmd.arg("--release");
     }
     let o = cmd.output().expect("cargo build");
     assert!(
         o.status.success(),
-        "cargo build -p {package} failed:\n{}",
+        "cargo build {} failed:\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&o.stderr)
     );
-    built.push(package.to_string());
 }
 
 /// The `unigrpo` command, built if needed.
@@ -126,21 +136,7 @@ pub fn features_bin() -> PathBuf {
         } else {
             "fault-injection"
         };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "unigrpo-cli", "--features", features])
-            .arg("--target-dir")
-            .arg(&dir)
-            .current_dir(root());
-        if release {
-            cmd.arg("--release");
-        }
-        let o = cmd.output().expect("cargo build");
-        assert!(
-            o.status.success(),
-            "cargo build of the CLI with {features} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        cargo_build(&["-p", "unigrpo-cli", "--features", features], Some(&dir));
     });
     dir.join(if release { "release" } else { "debug" })
         .join("unigrpo")
@@ -181,6 +177,30 @@ pub fn tiny_train(
     .arg("--out")
     .arg(run);
     c
+}
+
+/// The steps of a run directory's `metrics.jsonl`, in order.
+#[allow(dead_code)]
+pub fn logged_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The Euclidean distance of two parameter vectors (in f64).
+#[allow(dead_code)]
+pub fn dist(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// The two prompts of the trainer tests (an open-ended one and an indirect one).
