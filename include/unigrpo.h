@@ -501,6 +501,12 @@ typedef struct unigrpo_train_params {
    (coefficient-preserving); other = UNIGRPO_ERR_INVALID_ARGUMENT.
    */
   uint32_t sde_type;
+  /*
+   Version 2. Rewards that arrive late: the most optimiser steps a rollout may be older
+   than the update that consumes it (0 = on-policy, the default). The C API draws on-policy
+   rollouts only; a checkpoint or the CLI may carry a larger value.
+   */
+  uint32_t max_staleness;
 } unigrpo_train_params;
 
 /*

@@ -7,3 +7,5 @@ cargo bench --bench generate 2>/dev/null
 cargo bench --bench reward 2>/dev/null
 echo "== trainer step by thread settings, alone and beside a busy process"
 scripts/bench-threads.sh 3
+echo "== rewards that arrive late: a 0.2 s exec: reward, synchronous vs --async-rewards"
+scripts/bench-async.sh 0.2 8 2

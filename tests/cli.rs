@@ -854,3 +854,41 @@ fn random_kills_and_resumes_reproduce_the_uninterrupted_run() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `--async-rewards`: the rewards of a step are computed while the next rollout is drawn (a
+/// rollout one step old: max_staleness 1 in the run's config); nothing is drawn ahead across a
+/// checkpoint, so a run stopped at one and resumed ends with the uninterrupted parameters.
+#[test]
+fn async_rewards_run_and_resume_exactly_at_checkpoints() {
+    let (dir, prompts, run) = scratch_run("a red circle\ntwo blue squares\n");
+    let train = |run: &std::path::Path, steps: u64| {
+        let mut c = tiny_train(&prompts, run, steps, "shapes", 0);
+        c.args(["--async-rewards", "--checkpoint-every", "2"]);
+        let ckpt = run.join("checkpoint.safetensors");
+        if ckpt.exists() {
+            c.arg("--resume").arg(ckpt);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    train(&run, 4);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["train"]["max_staleness"], 1);
+    let resumed = dir.path().join("resumed");
+    train(&resumed, 2);
+    train(&resumed, 4);
+    let params = |r: &std::path::Path| std::fs::read(r.join("model/params.safetensors")).unwrap();
+    assert!(
+        params(&run) == params(&resumed),
+        "the resumed async run differs"
+    );
+    assert_eq!(common::logged_steps(&resumed), vec![1, 2, 3, 4]);
+    // and it is not the synchronous run: steps 2 and 4 used rollouts drawn one step early
+    let sync = dir.path().join("sync");
+    let o = tiny_train(&prompts, &sync, 4, "shapes", 0)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(params(&run) != params(&sync));
+}

@@ -319,6 +319,7 @@ fn a_version_2_checkpoint_resumes_with_the_legacy_recipe() {
         "dynamic_sampling",
         "resample_rounds",
         "sde_type",
+        "max_staleness",
     ] {
         assert!(cfg.as_object_mut().unwrap().remove(k).is_some(), "{k}");
     }

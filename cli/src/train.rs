@@ -60,6 +60,11 @@ pub struct TrainArgs {
     /// Run directory: metrics.jsonl, checkpoint.safetensors, samples, model/, reward.png.
     #[arg(long)]
     out: PathBuf,
+    /// Compute each step's rewards on a worker thread while the next step's rollout is drawn
+    /// (rewards that arrive late: a rollout at most --max-staleness steps old, 1 when not given;
+    /// nothing is drawn ahead across a checkpoint, so use --checkpoint-every K > 1 to gain).
+    #[arg(long)]
+    async_rewards: bool,
     /// Seconds an exec: reward may take for one step before it is killed and the step fails.
     #[arg(long, default_value_t = 600.0, value_parser = positive_seconds)]
     reward_timeout: f64,
@@ -113,7 +118,7 @@ fn permutation(n: usize, seed: u64) -> Vec<usize> {
 /// The reward, recording every sample it scores in a step (with dynamic sampling's resampling,
 /// the replacement draws too).
 struct Recording<'a> {
-    inner: &'a mut dyn Reward,
+    inner: &'a mut (dyn Reward + Send),
     last: Vec<(String, String, f32, unigrpo::RgbImage)>,
 }
 
@@ -153,6 +158,9 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         None => TrainConfig::defaults(&*model),
     };
     a.flags.apply(&mut cfg)?;
+    if a.async_rewards && cfg.max_staleness == 0 {
+        cfg.max_staleness = 1;
+    }
     cfg.validate()?;
     let per_step = a
         .prompts_per_step
@@ -245,6 +253,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     bar.set_position(start_step.min(a.steps));
     let t0 = Instant::now();
     let mut last_checkpoint = Instant::now();
+    let mut pipeline = unigrpo::train::Pipeline::new();
     let mut outcome = Ok(());
     while trainer.step_count() < a.steps {
         let budget = a
@@ -284,7 +293,31 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             inner: reward.as_mut(),
             last: vec![],
         };
-        match trainer.step(&refs, &mut rec, Some(&cancel), &mut Progress::none()) {
+        let stepped = if a.async_rewards {
+            // draw the next step's rollout while these rewards are computed, unless a checkpoint
+            // (by steps) or the end comes first: a resumed run must draw it after loading
+            let next = step + 1;
+            let upcoming = (next < a.steps
+                && !(a.checkpoint_every > 0 && next % a.checkpoint_every == 0))
+                .then(|| step_prompts(&prompts, &order, next, per_step * world))
+                .map(|g| g[ranks.rank as usize * per_step..][..per_step].to_vec());
+            let up: Option<Vec<&str>> = upcoming
+                .as_ref()
+                .map(|u| u.iter().map(String::as_str).collect());
+            pipeline
+                .step(
+                    &mut trainer,
+                    &refs,
+                    up.as_deref(),
+                    &mut rec,
+                    Some(&cancel),
+                    &mut Progress::none(),
+                )
+                .map(|s| s.stats)
+        } else {
+            trainer.step(&refs, &mut rec, Some(&cancel), &mut Progress::none())
+        };
+        match stepped {
             Ok(s) => {
                 let mut record = || -> Result<(), Error> {
                     // the independent check on the score: distance to the nearest clean render
@@ -344,6 +377,8 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                     if by_steps || by_time {
                         trainer.save(&ckpt)?;
                         last_checkpoint = Instant::now();
+                        // nothing drawn ahead crosses a checkpoint (a by-time one drops it)
+                        pipeline.drain();
                     }
                     Ok(())
                 };

@@ -204,6 +204,10 @@ option_struct! {
         /// Stochastic step of the rollouts: sde (FlowGRPO) or cps (coefficient-preserving).
         sde_type: SdeType { ord: 37, flag: "sde-type", default: |_: &Manifest| SdeType::Sde,
             range: Range::any(), legacy: Some(Value::Choice("sde")) }
+        /// Rewards that arrive late: the most optimiser steps a rollout may be older than the
+        /// update that consumes it (0 = on-policy, each rollout drawn after the previous update).
+        max_staleness: u32 { ord: 38, flag: "max-staleness", default: |_: &Manifest| 0,
+            range: Range::closed(0.0, 64.0), legacy: Some(Value::U32(0)) }
     }
 }
 

@@ -42,7 +42,7 @@ impl Reward for ShapesReward {
 }
 
 /// Parse a reward name: `shapes` or `exec:COMMAND`.
-pub fn from_name(name: &str) -> Result<Box<dyn Reward>> {
+pub fn from_name(name: &str) -> Result<Box<dyn Reward + Send>> {
     from_name_with(name, &ExecOptions::default())
 }
 
@@ -57,7 +57,7 @@ pub struct ExecOptions {
 }
 
 /// `from_name` with the exec reward's timeout, cancellation and temporary folder.
-pub fn from_name_with(name: &str, o: &ExecOptions) -> Result<Box<dyn Reward>> {
+pub fn from_name_with(name: &str, o: &ExecOptions) -> Result<Box<dyn Reward + Send>> {
     if name == "shapes" {
         return Ok(Box::new(ShapesReward));
     }

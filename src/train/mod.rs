@@ -14,6 +14,7 @@ mod checkpoint;
 pub mod collective;
 pub mod losses;
 pub mod objective;
+pub mod pipeline;
 pub mod rollout;
 mod trainer;
 mod update;
@@ -21,7 +22,9 @@ mod update;
 pub use checkpoint::{serialize_typed, swap_dir_into_place, temp_beside, write_atomic};
 pub use collective::{Collective, InProcess, Local};
 pub use objective::{Grads, Policies, Terms};
+pub use pipeline::{Pipeline, Stepped};
 pub use rollout::Rollout;
+pub use trainer::score_rollout;
 pub use trainer::Trainer;
 pub use update::{params_hash, Update};
 

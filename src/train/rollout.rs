@@ -22,8 +22,11 @@ use super::TrainConfig;
 pub struct Origin {
     /// The trainer's process-unique id.
     pub trainer: u64,
-    /// Trainer steps completed when it was drawn.
+    /// Trainer steps completed when it was drawn (with the parameters of then).
     pub step: u64,
+    /// Drawn `ahead` steps early: its samples are those of step `step + ahead`, the update that
+    /// consumes it (0 = on-policy; at most `max_staleness`).
+    pub ahead: u64,
     /// The trainer's load count (a checkpoint load invalidates earlier rollouts).
     pub epoch: u64,
     /// The trainer's collective has more than one rank (its rewards' "some reward is finite"

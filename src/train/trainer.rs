@@ -224,6 +224,7 @@ impl Trainer {
         which: &[usize],
         n_prompts: usize,
         round: u64,
+        ahead: u64,
     ) -> Option<Vec<std::ops::Range<usize>>> {
         let c = &self.config;
         let w = c.sde_window as usize;
@@ -239,7 +240,7 @@ impl Trainer {
                     let s = if c.sde_window_random {
                         let gp = self.prompt_offset(n_prompts) + p as u64;
                         let key = SDE_WINDOW_BASE + round * n_prompts as u64 + gp;
-                        (crate::rng::derive_seed(self.seed, self.step, key) % starts as u64)
+                        (crate::rng::derive_seed(self.seed, self.step + ahead, key) % starts as u64)
                             as usize
                     } else {
                         c.sde_window_start as usize
@@ -254,6 +255,7 @@ impl Trainer {
         Origin {
             trainer: self.id,
             step: self.step,
+            ahead: 0,
             epoch: self.epoch,
             data_parallel: self.world > 1,
         }
@@ -284,9 +286,32 @@ impl Trainer {
         if prompts.is_empty() {
             return Err(Error::invalid("a trainer step needs at least one prompt"));
         }
+        self.rollout_ahead(prompts, 0, cancel, progress)
+    }
+
+    /// Phase 1 for rewards that arrive late: the rollout of the step `ahead` steps after the
+    /// trainer's current one (its samples exactly those that step draws, its parameters the
+    /// current ones), at most `max_staleness` ahead; `ahead` 0 is `rollout`. The update of that
+    /// step consumes it (docs/training.md, "Rewards that arrive late"). Changes nothing.
+    pub fn rollout_ahead(
+        &mut self,
+        prompts: &[&str],
+        ahead: u64,
+        cancel: Option<&CancelToken>,
+        progress: &mut Progress<'_>,
+    ) -> Result<Rollout> {
+        if prompts.is_empty() {
+            return Err(Error::invalid("a trainer step needs at least one prompt"));
+        }
+        if ahead > self.config.max_staleness as u64 {
+            return Err(Error::invalid(format!(
+                "a rollout {ahead} steps ahead is beyond max_staleness {}",
+                self.config.max_staleness
+            )));
+        }
         self.started = true;
         let all: Vec<usize> = (0..prompts.len()).collect();
-        self.draw(prompts, &all, 0, cancel, progress)
+        self.draw(prompts, &all, 0, ahead, cancel, progress)
     }
 
     /// The groups of the prompts `which` (indices into `prompts`, which the rollout's
@@ -299,12 +324,14 @@ impl Trainer {
         prompts: &[&str],
         which: &[usize],
         round: u64,
+        ahead: u64,
         cancel: Option<&CancelToken>,
         progress: &mut Progress<'_>,
     ) -> Result<Rollout> {
         let g = self.config.group_size as u64;
         let (n_prompts, n) = (prompts.len() as u64, prompts.len() as u64 * g);
-        let key = |base: u64, k: u64| crate::rng::derive_seed(self.seed, self.step, base + k);
+        let step = self.step + ahead;
+        let key = |base: u64, k: u64| crate::rng::derive_seed(self.seed, step, base + k);
         // seeds by global prompt index (data-parallel: this rank's prompts start at the offset)
         let offset = self.prompt_offset(prompts.len());
         let samples = || {
@@ -320,7 +347,7 @@ impl Trainer {
                 .map(|(p, _)| key(SHARED_NOISE_BASE + round * n_prompts, p))
                 .collect()
         });
-        let windows = self.sde_windows(which, prompts.len(), round);
+        let windows = self.sde_windows(which, prompts.len(), round, ahead);
         let chosen: Vec<&str> = which.iter().map(|&p| prompts[p]).collect();
         let mut r = rollout::rollout(
             &self.model,
@@ -338,6 +365,7 @@ impl Trainer {
             *p = which[*p];
         }
         r.origin = self.origin();
+        r.origin.ahead = ahead;
         Ok(r)
     }
 
@@ -367,7 +395,7 @@ impl Trainer {
             if which.is_empty() {
                 break;
             }
-            let sub = self.draw(prompts, &which, round, cancel, progress)?;
+            let sub = self.draw(prompts, &which, round, 0, cancel, progress)?;
             let sub_rewards = self.rewards(&sub, reward, cancel, progress)?;
             let (_, sub_flat) = self.advantages(&sub, &sub_rewards);
             for &p in &which {
@@ -405,27 +433,7 @@ impl Trainer {
         progress: &mut Progress<'_>,
     ) -> Result<Vec<f32>> {
         progress.report(Stage::Reward, 0, 1, cancel)?;
-        let samples: Vec<Sample<'_>> = (0..r.len())
-            .map(|k| Sample {
-                prompt_index: r.prompt_of[k] as u32,
-                sample_index: r.index_in_group[k] as u32,
-                prompt: &r.prompts[r.prompt_of[k]],
-                reasoning: &r.reasoning_text[k],
-                image: &r.images[k],
-            })
-            .collect();
-        let rewards = reward.score(&samples).map_err(|e| {
-            if matches!(e.kind(), ErrorKind::Callback | ErrorKind::Cancelled) {
-                e
-            } else {
-                Error::new(ErrorKind::Callback, format!("the reward failed: {e}"))
-            }
-        })?;
-        if self.world > 1 {
-            check_reward_values(&rewards, r.len())?;
-        } else {
-            check_rewards(&rewards, r.len())?;
-        }
+        let rewards = score_rollout(r, reward)?;
         progress.report(Stage::Reward, 1, 1, cancel)?;
         Ok(rewards)
     }
@@ -567,4 +575,32 @@ impl Trainer {
         self.scratch = None;
         self.epoch += 1;
     }
+}
+
+/// The reward of every sample of `r` (one call), checked: one per sample, none infinite, and
+/// (one process) some finite; a data-parallel rollout's "some finite" is judged at the update.
+/// Needs only the rollout, so it may run on another thread than the trainer's.
+pub fn score_rollout(r: &Rollout, reward: &mut dyn Reward) -> Result<Vec<f32>> {
+    let samples: Vec<Sample<'_>> = (0..r.len())
+        .map(|k| Sample {
+            prompt_index: r.prompt_of[k] as u32,
+            sample_index: r.index_in_group[k] as u32,
+            prompt: &r.prompts[r.prompt_of[k]],
+            reasoning: &r.reasoning_text[k],
+            image: &r.images[k],
+        })
+        .collect();
+    let rewards = reward.score(&samples).map_err(|e| {
+        if matches!(e.kind(), ErrorKind::Callback | ErrorKind::Cancelled) {
+            e
+        } else {
+            Error::new(ErrorKind::Callback, format!("the reward failed: {e}"))
+        }
+    })?;
+    if r.origin.data_parallel {
+        check_reward_values(&rewards, r.len())?;
+    } else {
+        check_rewards(&rewards, r.len())?;
+    }
+    Ok(rewards)
 }

@@ -38,6 +38,9 @@ pub struct Update {
     counts: Vec<ShareCounts>,
     /// Data-parallel: the global batch's rewards and groups.
     global: Option<GlobalBatch>,
+    /// The rollout was drawn with older parameters (rewards that arrived late): its first
+    /// optimiser step runs the current forward and skips the consistency check.
+    stale: bool,
 }
 
 /// The global batch of a data-parallel update, from the agreement reduction.
@@ -148,7 +151,7 @@ impl Trainer {
     /// Data-parallel, a rank that fails before its update (its rollout, its reward) still makes
     /// the update's agreement reduction, with its failure, so the other ranks fail alike.
     /// Returns `e`. With one process, returns `e` at once.
-    pub(super) fn fail_update(&self, e: Error) -> Error {
+    pub fn fail_update(&self, e: Error) -> Error {
         if self.world > 1 {
             let k = self.config.updates_per_step as usize;
             let mut buf = vec![0f32; 4 + ShareCounts::LEN * k];
@@ -174,10 +177,21 @@ impl Trainer {
                 "the rollout was made before the trainer loaded a checkpoint: roll out again",
             ));
         }
-        if r.origin.step != o.step {
+        // the rollout drew the samples of step origin.step + ahead, with the parameters of
+        // origin.step; it belongs to that step's update, at most max_staleness steps later
+        let target = r.origin.step + r.origin.ahead;
+        let staleness = o.step.saturating_sub(r.origin.step);
+        if target != o.step || r.origin.step > o.step {
             return Err(Error::invalid(format!(
-                "stale rollout: it was made at step {}, the trainer is at step {}",
-                r.origin.step, o.step
+                "stale rollout: it was made at step {} for step {}, the trainer is at step {}",
+                r.origin.step, target, o.step
+            )));
+        }
+        if staleness > self.config.max_staleness as u64 {
+            return Err(Error::invalid(format!(
+                "stale rollout: it was made at step {}, {staleness} steps before the trainer's \
+                 step {} (max_staleness {})",
+                r.origin.step, o.step, self.config.max_staleness
             )));
         }
         if self.world > 1 {
@@ -206,6 +220,7 @@ impl Trainer {
             started: Instant::now(),
             counts: Vec::new(),
             global: None,
+            stale: staleness > 0,
         })
     }
 
@@ -266,7 +281,7 @@ impl Trainer {
         let pass = Pass {
             params: &self.current(up).params,
             share: &share,
-            mode: if u == 0 {
+            mode: if u == 0 && !up.stale {
                 Mode::OnPolicy
             } else {
                 Mode::Forward
@@ -373,7 +388,7 @@ impl Trainer {
                 ),
             ));
         }
-        if u == 0 {
+        if u == 0 && !up.stale {
             let (tb, ib) = (
                 self.config.max_text_drift as f64,
                 self.config.image_drift_bound(),

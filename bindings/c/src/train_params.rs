@@ -88,6 +88,10 @@ pub struct unigrpo_train_params {
     /// Version 2. Stochastic step of the rollouts: 0 = "sde" (FlowGRPO), 1 = "cps"
     /// (coefficient-preserving); other = UNIGRPO_ERR_INVALID_ARGUMENT.
     pub sde_type: u32,
+    /// Version 2. Rewards that arrive late: the most optimiser steps a rollout may be older
+    /// than the update that consumes it (0 = on-policy, the default). The C API draws on-policy
+    /// rollouts only; a checkpoint or the CLI may carry a larger value.
+    pub max_staleness: u32,
 }
 
 pub(crate) fn train_fields() -> Vec<Field> {
@@ -97,7 +101,7 @@ pub(crate) fn train_fields() -> Vec<Field> {
         train_timestep_fraction, max_reasoning_tokens, temperature, seed, progress, progress_user_data,
         text_learning_rate, image_learning_rate, text_aggregation, max_text_drift, max_image_drift,
         shared_initial_noise, sde_window, sde_window_start, sde_window_random, clip_per_group,
-        velocity_mse_target, dynamic_sampling, resample_rounds, sde_type)
+        velocity_mse_target, dynamic_sampling, resample_rounds, sde_type, max_staleness)
 }
 
 /// The C struct of a configuration.
@@ -141,6 +145,7 @@ pub(crate) fn to_c(c: &TrainConfig) -> unigrpo_train_params {
         dynamic_sampling: c.dynamic_sampling as u32,
         resample_rounds: c.resample_rounds,
         sde_type: c.sde_type as u32,
+        max_staleness: c.max_staleness,
     }
 }
 
@@ -184,6 +189,7 @@ fn library_train_defaults() -> unigrpo_train_params {
         dynamic_sampling: 0,
         resample_rounds: 2,
         sde_type: 0,
+        max_staleness: 0,
     }
 }
 
@@ -278,6 +284,7 @@ pub(crate) fn to_config(model: &unigrpo::Model, p: &unigrpo_train_params) -> Res
         dynamic_sampling,
         resample_rounds: p.resample_rounds,
         sde_type,
+        max_staleness: p.max_staleness,
     })
 }
 
