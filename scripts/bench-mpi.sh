@@ -23,7 +23,7 @@ label, metrics, log, world, group = sys.argv[1], sys.argv[2], sys.argv[3], int(s
 secs = [json.loads(l)["seconds"] for l in open(metrics)][1:]  # the first step warms up
 med = statistics.median(secs)
 line = f"{label:28s} {med:.2f} s/step  {4 * group / med:6.1f} samples/s"
-m = [re.search(r"([0-9.]+) s in (\d+) all-reduce calls over ([0-9.]+) s", l) for l in open(log)]
+m = [re.search(r"rank \d+ of \d+: ([0-9.]+) s in (\d+) all-reduce calls over ([0-9.]+) s;", l) for l in open(log)]
 m = [x for x in m if x]
 if m:
     share = max(float(x.group(1)) / float(x.group(3)) for x in m)
@@ -35,6 +35,6 @@ for r in $(seq "$rounds"); do
   rm -rf "$tmp/one" "$tmp/two"
   "$bin" "${args[@]}" --prompts-per-step 4 --out "$tmp/one" > "$tmp/one.log" 2>&1
   report "round $r: 1 process x 4" "$tmp/one" "$tmp/one.log" 1
-  mpirun -n 2 --bind-to none --mca btl self,vader "$bin" "${args[@]}" --prompts-per-step 2 --out "$tmp/two" > "$tmp/two.log" 2>&1
+  mpirun -n 2 --bind-to none --tag-output --mca btl self,vader "$bin" "${args[@]}" --prompts-per-step 2 --out "$tmp/two" > "$tmp/two.log" 2>&1
   report "round $r: 2 ranks x 2" "$tmp/two" "$tmp/two.log" 2
 done
