@@ -6,7 +6,8 @@ MODEL ?= models/tiny-shapes
 
 .PHONY: all ort build demo test lint bench clean install mpi examples-mpi
 # Open MPI present: the MPI build of the CLI, its tests and the MPI example host are built too
-HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo 1)
+# (libclang too: mpi-sys runs bindgen)
+HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 && echo 1)
 COMMA := ,
 TEST_FEATURES := fault-injection$(if $(HAVE_MPI),$(COMMA)mpi)
 PREFIX ?= /usr/local

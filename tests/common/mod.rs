@@ -109,16 +109,17 @@ pub fn unigrpo_bin() -> PathBuf {
     target_dir().join("unigrpo")
 }
 
-/// Whether Open MPI's `mpirun` and `mpicc` are on the PATH.
+/// Whether Open MPI's `mpirun` and `mpicc` are on the PATH and libclang is installed (the
+/// Makefile's HAVE_MPI: mpi-sys runs bindgen).
 #[allow(dead_code)]
 pub fn have_mpi() -> bool {
-    let found = |p: &str| {
+    let sh = |c: &str| {
         std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {p}")])
+            .args(["-c", c])
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    found("mpirun") && found("mpicc")
+    sh("command -v mpirun && command -v mpicc && ls /usr/lib/llvm-*/lib/libclang*.so")
 }
 
 /// The `unigrpo` command of the crash and MPI tests: the CLI built with the `fault-injection`
