@@ -285,9 +285,12 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             break;
         }
         let step = trainer.step_count();
-        // the step's global prompts; this rank rolls out its consecutive share of them
-        let global = step_prompts(&prompts, &order, step, per_step * world);
-        let ps = global[ranks.rank as usize * per_step..][..per_step].to_vec();
+        // a step's global prompts; this rank rolls out its consecutive share of them
+        let rank_prompts = |step: u64| {
+            let global = step_prompts(&prompts, &order, step, per_step * world);
+            global[ranks.rank as usize * per_step..][..per_step].to_vec()
+        };
+        let ps = rank_prompts(step);
         let refs: Vec<&str> = ps.iter().map(String::as_str).collect();
         let mut rec = Recording {
             inner: reward.as_mut(),
@@ -299,8 +302,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
             let next = step + 1;
             let upcoming = (next < a.steps
                 && !(a.checkpoint_every > 0 && next % a.checkpoint_every == 0))
-                .then(|| step_prompts(&prompts, &order, next, per_step * world))
-                .map(|g| g[ranks.rank as usize * per_step..][..per_step].to_vec());
+                .then(|| rank_prompts(next));
             let up: Option<Vec<&str>> = upcoming
                 .as_ref()
                 .map(|u| u.iter().map(String::as_str).collect());

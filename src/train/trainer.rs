@@ -192,7 +192,6 @@ impl Trainer {
         let (n, w) = (payload.len(), self.world as usize);
         payload.resize(n + w, 0.0);
         if let Err(e) = &local {
-            payload[n..].iter_mut().for_each(|x| *x = 0.0);
             payload[n + self.rank as usize] = e.kind() as u32 as f32 + 1.0;
         }
         let reduced = self.reduce(payload, what);
