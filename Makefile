@@ -4,7 +4,7 @@ PROMPT ?= a circle the colour of the sky
 SEED ?= 7
 MODEL ?= models/tiny-shapes
 
-.PHONY: all ort build demo test lint bench clean install mpi examples-mpi
+.PHONY: all ort build demo test lint bench bench-torch export-env clean install mpi examples-mpi
 # Open MPI present: the MPI build of the CLI, its tests and the MPI example host are built too
 # (libclang too: mpi-sys runs bindgen)
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 && echo 1)
@@ -51,6 +51,18 @@ test: ort lint
 
 bench: build
 	scripts/bench.sh
+
+# The offline export environment (PyTorch, about 3 GB of wheels; never needed by build or test)
+export-env: .venv-export/bin/python
+.venv-export/bin/python: models/requirements-export.txt
+	python3 -m venv .venv-export
+	.venv-export/bin/pip install --no-deps -r models/requirements-export.txt
+	@touch $@
+
+# The default trainer step in PyTorch eager on the same networks and weights, alternating with
+# unigrpo's (scripts/bench_torch.py): the ratio and both phase splits
+bench-torch: build export-env
+	.venv-export/bin/python scripts/bench_torch.py
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,9 @@
 //! One trainer configuration's step time, for the thread A/B of `scripts/bench-threads.sh`:
 //! 4 prompts x the model's group size with its training defaults, one warm-up step, then
-//! UNIGRPO_BENCH_STEPS steps (default 4); prints `step_ms median=... mean=... min=... max=...`.
+//! UNIGRPO_BENCH_STEPS steps (default 4); prints `step_ms median=... mean=... min=... max=...`
+//! and the median of each phase (`phases_ms rollout ... rewards ... update 1 ... commit ...`; the
+//! rollout includes decoding the reasoning). UNIGRPO_BENCH_PLAIN=1 loads the model with plain
+//! weights (`ModelOptions::plain_weights`).
 //! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default), UNIGRPO_BENCH_SPIN=1.
 
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ fn main() {
             &ModelOptions {
                 intra_threads: env("UNIGRPO_BENCH_THREADS", 0),
                 allow_spinning: env("UNIGRPO_BENCH_SPIN", 0) == 1,
+                plain_weights: env("UNIGRPO_BENCH_PLAIN", 0) == 1,
                 ..Default::default()
             },
         )
@@ -38,14 +42,32 @@ fn main() {
     ];
     let mut reward = unigrpo::reward::ShapesReward;
     let mut step = || {
-        let t = Instant::now();
-        trainer
-            .step(&prompts, &mut reward, None, &mut Progress::none())
-            .expect("step");
-        t.elapsed().as_secs_f64() * 1e3
+        let p = &mut Progress::none();
+        let mut marks = vec![Instant::now()];
+        let r = trainer.rollout(&prompts, None, p).expect("rollout");
+        marks.push(Instant::now());
+        let rewards = trainer.rewards(&r, &mut reward, None, p).expect("rewards");
+        marks.push(Instant::now());
+        let mut up = trainer.begin_update(&r, &rewards).expect("update");
+        for u in 0..trainer.config().updates_per_step {
+            let (g, terms) = trainer.gradients(&up, &r, u, None).expect("gradients");
+            trainer.apply(&mut up, &g, &terms).expect("apply");
+            marks.push(Instant::now());
+        }
+        trainer.commit(up).expect("commit");
+        marks.push(Instant::now());
+        marks
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+            .collect::<Vec<f64>>()
     };
     step();
-    let mut ms: Vec<f64> = (0..env("UNIGRPO_BENCH_STEPS", 4)).map(|_| step()).collect();
+    let rows: Vec<Vec<f64>> = (0..env("UNIGRPO_BENCH_STEPS", 4)).map(|_| step()).collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut ms: Vec<f64> = rows.iter().map(|r| r.iter().sum()).collect();
     let mean = ms.iter().sum::<f64>() / ms.len() as f64;
     ms.sort_by(f64::total_cmp);
     println!(
@@ -54,4 +76,12 @@ fn main() {
         ms[0],
         ms[ms.len() - 1]
     );
+    let n = rows[0].len();
+    let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+    let mut line = format!("phases_ms rollout {:.0} rewards {:.0}", col(0), col(1));
+    for u in 2..n - 1 {
+        line += &format!(" update {} {:.0}", u - 1, col(u));
+    }
+    line += &format!(" commit {:.0}", col(n - 1));
+    println!("{line}");
 }

@@ -32,6 +32,10 @@ pub struct ModelOptions {
     /// Prompt words the vocabulary does not know are an error (default: a warning, once per
     /// prompt, and they are read as the unknown token).
     pub strict_vocabulary: bool,
+    /// Run every velocity forward with the weights as graph inputs, never through a session with
+    /// a parameter set built in (`ImageNet::velocity_constant`): slower on the CPU, no extra
+    /// sessions in memory. For comparisons.
+    pub plain_weights: bool,
 }
 
 /// The most threads of either kind a pool may have per core this process may use: more only
@@ -104,6 +108,7 @@ impl Model {
             take("velocity"),
             take("velocity_vjp"),
             take("decoder"),
+            opts.plain_weights,
         );
         log::info!(
             "loaded {} from {} on {}",

@@ -434,3 +434,116 @@ fn non_finite_latents_fail_naming_the_step() {
         "{e}"
     );
 }
+
+/// The velocity through a session with the parameters built in (`velocity_constant`, what the
+/// denoising loop and the reference forwards use) agrees with the plain graph to rounding; one
+/// session per parameter set, reused, the last two kept; a model loaded with `plain_weights`
+/// builds none and matches the plain graph exactly.
+#[test]
+fn constant_weight_sessions_agree_with_plain_weights_and_are_reused() {
+    use ndarray::{Array1, ArrayD, IxDyn};
+    let model = load(&shapes_dir());
+    let plain = Model::load(
+        &shapes_dir(),
+        &unigrpo::ModelOptions {
+            device: "cpu".into(),
+            intra_threads: 1,
+            plain_weights: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ctx = vec![
+        model
+            .tokenizer
+            .encode("a red circle above a blue square")
+            .unwrap();
+        3
+    ];
+    let cond = unigrpo::generate::build_conditioning(&model, &model.params, &ctx, None).unwrap();
+    let n = 3 * model.image.latent_len();
+    let x = ArrayD::from_shape_vec(
+        IxDyn(&[3, 3, 16, 16]),
+        (0..n).map(|k| (k as f32 * 0.37).sin()).collect(),
+    )
+    .unwrap();
+    let t = Array1::from(vec![0.9f32, 0.5, 0.2]).into_dyn();
+    let p0 = &*model.params;
+    let want = model
+        .image
+        .velocity(p0, &x, &t, &cond.inputs, None)
+        .unwrap();
+    let rel = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+        let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b.iter())
+            .fold(0f32, |e, (x, y)| e.max((x - y).abs()))
+            / m
+    };
+    let got = model
+        .image
+        .velocity_constant(p0, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert!(rel(&got, &want) < 1e-5, "relative {}", rel(&got, &want));
+    assert_eq!(model.image.constant_session_builds(), 1);
+    let again = model
+        .image
+        .velocity_constant(p0, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(again, got, "the same session gives the same bits");
+    assert_eq!(model.image.constant_session_builds(), 1);
+    // other values (one weight changed by one ulp's worth) get their own session...
+    let bumped = |k: f32| {
+        let mut p = p0.clone();
+        let w = p.values.get_mut("image.conv_out.w").unwrap();
+        w[[0, 0, 0, 0]] += k;
+        p
+    };
+    let (p1, p2) = (bumped(1e-3), bumped(2e-3));
+    let v1 = model
+        .image
+        .velocity_constant(&p1, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(model.image.constant_session_builds(), 2);
+    let w1 = model
+        .image
+        .velocity(&p1, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert!(rel(&v1, &w1) < 1e-5 && v1 != got);
+    // ...the last two sets are kept, a third evicts the least recently used (p0)
+    model
+        .image
+        .velocity_constant(p0, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(model.image.constant_session_builds(), 2);
+    model
+        .image
+        .velocity_constant(&p2, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(model.image.constant_session_builds(), 3);
+    model
+        .image
+        .velocity_constant(p0, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(model.image.constant_session_builds(), 3);
+    model
+        .image
+        .velocity_constant(&p1, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(model.image.constant_session_builds(), 4);
+    // plain weights: never a session of its own, exactly the plain graph
+    let pv = plain
+        .image
+        .velocity_constant(p0, &x, &t, &cond.inputs, None)
+        .unwrap();
+    assert_eq!(pv, want);
+    assert_eq!(plain.image.constant_session_builds(), 0);
+    // generation through both: the same reasoning, pixels within rounding
+    let mut gp = GenerateParams::defaults(&model);
+    gp.noise_level = 0.7;
+    let a = gen(&model, &["a few warm-coloured shapes"], &[3], &gp).remove(0);
+    let b = gen(&plain, &["a few warm-coloured shapes"], &[3], &gp).remove(0);
+    assert_eq!(a.reasoning_tokens, b.reasoning_tokens);
+    let d = max_pixel_diff(&a.image.data, &b.image.data);
+    assert!(d <= 2, "pixels differ by {d}");
+}

@@ -75,6 +75,10 @@ pub struct RuntimeArgs {
     /// Prompt words the vocabulary does not know are an error (default: a warning).
     #[arg(long)]
     pub strict_vocabulary: bool,
+    /// Run every velocity forward with the weights as graph inputs (no session with a parameter
+    /// set built in): slower on the CPU, less memory; for comparisons.
+    #[arg(long)]
+    pub plain_weights: bool,
 }
 
 impl RuntimeArgs {
@@ -91,6 +95,7 @@ impl RuntimeArgs {
                 onnxruntime_path: self.onnxruntime.clone(),
                 verify: Verify::from_name(&self.verify).unwrap_or_default(),
                 strict_vocabulary: self.strict_vocabulary,
+                plain_weights: self.plain_weights,
             },
         )?;
         eprintln!(

@@ -87,6 +87,25 @@ class ExportTest(unittest.TestCase):
                     self.assertLess(c["forward_rel_err"], 1e-4, graph)
                     self.assertLess(c.get("vjp_rel_err", 0.0), 1e-3, graph)
 
+    def test_tiny_shapes_reexport_reproduces_the_committed_graphs(self):
+        """The image graphs of the shipped model from its own parameters with this exporter: the
+        same computation as the committed files (nothing replaced), within tolerance."""
+        import shutil
+        committed = os.path.join(ROOT, "models/tiny-shapes")
+        with tempfile.TemporaryDirectory() as d:
+            pkg = os.path.join(d, "pkg")
+            shutil.copytree(committed, pkg)
+            out = subprocess.run([sys.executable, "-m", "unigrpo_export.reexport", pkg], check=True,
+                                 env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "models")},
+                                 capture_output=True, text=True).stdout
+            self.assertIn('{"replaced": []}', out)
+            m = json.load(open(os.path.join(pkg, "unigrpo.json")))
+            want = json.load(open(os.path.join(committed, "unigrpo.json")))
+            self.assertEqual(m["files"], want["files"])
+            for c in m["export"]["checks"]["velocity"]:
+                self.assertLess(c["forward_rel_err"], 1e-4)
+                self.assertLess(c["vjp_rel_err"], 1e-3)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,6 +1,9 @@
 //! The image network: `velocity` and `velocity_vjp` (the flow-matching velocity field and its
 //! vector-Jacobian product) and `decoder` (latents to RGB8).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use ndarray::ArrayD;
 
 use super::{feed, Grads, VjpPorts};
@@ -8,7 +11,25 @@ use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::image::RgbImage;
 use crate::package::ParamSet;
-use crate::runtime::{Graph, Tensor, TensorView};
+use crate::runtime::{Constant, Graph, Tensor, TensorView};
+
+/// How many parameter sets keep a session of their own (`velocity_constant`): the reference
+/// model's and the policy's of the current rollout.
+const CONSTANT_SESSIONS: usize = 2;
+
+/// A session of the velocity graph with one parameter set built in, and that set's values.
+struct ConstantSession {
+    values: Vec<ArrayD<f32>>,
+    graph: Arc<Graph>,
+}
+
+/// Equal shapes and bit-identical values.
+fn same_bits(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
+    a.shape() == b.shape()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
 
 pub struct ImageNet {
     /// [C, H, W] of one latent.
@@ -17,6 +38,11 @@ pub struct ImageNet {
     velocity_vjp: Graph,
     decoder: Graph,
     vjp: VjpPorts,
+    /// Sessions with built-in parameters, most recently used first; None: never built
+    /// (`ModelOptions::plain_weights`).
+    constant: Option<Mutex<Vec<ConstantSession>>>,
+    /// Sessions with built-in parameters built so far.
+    constant_builds: AtomicU64,
 }
 
 impl ImageNet {
@@ -25,6 +51,7 @@ impl ImageNet {
         velocity: Graph,
         velocity_vjp: Graph,
         decoder: Graph,
+        plain_weights: bool,
     ) -> ImageNet {
         let vjp = VjpPorts::of(&velocity_vjp, "velocity");
         ImageNet {
@@ -33,6 +60,8 @@ impl ImageNet {
             velocity_vjp,
             decoder,
             vjp,
+            constant: (!plain_weights).then(|| Mutex::new(Vec::new())),
+            constant_builds: AtomicU64::new(0),
         }
     }
 
@@ -87,6 +116,124 @@ impl ImageNet {
             .run(&inputs, &["velocity"], cancel)?
             .remove(0)
             .into_f32()
+    }
+
+    /// `velocity` for a parameter set that many runs share (the steps of a denoising loop, the
+    /// reference model): through a session with those values built in as constants, so that
+    /// ONNX Runtime pre-packs the weights and runs its blocked convolutions. The session is
+    /// built on the first call with values it has not seen (about two forwards' time) and kept
+    /// for the last `CONSTANT_SESSIONS` sets; values are compared exactly. The result agrees with
+    /// `velocity` to rounding (the kernels sum in another order).
+    pub fn velocity_constant(
+        &self,
+        params: &ParamSet,
+        x: &ArrayD<f32>,
+        t: &ArrayD<f32>,
+        cond: &[(String, Tensor)],
+        cancel: Option<&CancelToken>,
+    ) -> Result<ArrayD<f32>> {
+        let session = self.constant_velocity(params)?;
+        self.velocity_with(session.as_deref(), params, x, t, cond, cancel)
+    }
+
+    /// The session with `params` built in (built now when new), for `velocity_with`; None when
+    /// the model runs with plain weights.
+    pub fn constant_velocity(&self, params: &ParamSet) -> Result<Option<Arc<Graph>>> {
+        match &self.constant {
+            Some(cache) => self.constant_session(cache, params).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `velocity` through `session` (from `constant_velocity` for the same `params`) when given.
+    pub fn velocity_with(
+        &self,
+        session: Option<&Graph>,
+        params: &ParamSet,
+        x: &ArrayD<f32>,
+        t: &ArrayD<f32>,
+        cond: &[(String, Tensor)],
+        cancel: Option<&CancelToken>,
+    ) -> Result<ArrayD<f32>> {
+        let Some(graph) = session else {
+            return self.velocity(params, x, t, cond, cancel);
+        };
+        let inputs = Self::inputs(graph, params, x, t, cond);
+        graph
+            .run(&inputs, &["velocity"], cancel)?
+            .remove(0)
+            .into_f32()
+    }
+
+    fn constant_session(
+        &self,
+        cache: &Mutex<Vec<ConstantSession>>,
+        params: &ParamSet,
+    ) -> Result<Arc<Graph>> {
+        let names: Vec<&str> = params
+            .names
+            .iter()
+            .filter(|n| self.velocity.input(n).is_some())
+            .map(String::as_str)
+            .collect();
+        let same = |s: &ConstantSession| {
+            s.values.len() == names.len()
+                && names
+                    .iter()
+                    .zip(&s.values)
+                    .all(|(n, v)| same_bits(&params.values[*n], v))
+        };
+        {
+            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(k) = c.iter().position(same) {
+                let s = c.remove(k);
+                let g = s.graph.clone();
+                c.insert(0, s);
+                return Ok(g);
+            }
+        }
+        // built outside the lock: another thread may use the sessions meanwhile
+        let values: Vec<ArrayD<f32>> = names
+            .iter()
+            .map(|n| params.values[*n].as_standard_layout().into_owned())
+            .collect();
+        let constants: Vec<Constant<'_>> = names
+            .iter()
+            .zip(&values)
+            .map(|(n, v)| Constant {
+                name: n,
+                shape: v.shape(),
+                data: v.as_slice().expect("standard layout"),
+            })
+            .collect();
+        let graph = Arc::new(self.velocity.with_constants(&constants)?);
+        self.constant_builds.fetch_add(1, Ordering::Relaxed);
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.insert(
+            0,
+            ConstantSession {
+                values,
+                graph: graph.clone(),
+            },
+        );
+        c.truncate(CONSTANT_SESSIONS);
+        Ok(graph)
+    }
+
+    /// How many sessions with built-in parameters this network has built.
+    pub fn constant_session_builds(&self) -> u64 {
+        self.constant_builds.load(Ordering::Relaxed)
+    }
+
+    /// (calls, seconds) inside ONNX Runtime of the sessions with built-in parameters alive now.
+    pub fn constant_run_stats(&self) -> (u64, f64) {
+        let Some(cache) = &self.constant else {
+            return (0, 0.0);
+        };
+        let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter()
+            .map(|s| s.graph.run_stats())
+            .fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
     /// The velocity recomputed, and the parameter gradients of `sum(cotangent * v)` added into

@@ -164,6 +164,7 @@ pub unsafe extern "C" fn unigrpo_model_load(
                 onnxruntime_path: ort,
                 verify,
                 strict_vocabulary: opts.strict_vocabulary,
+                plain_weights: false,
             },
         )?;
         let info = CString::new(serde_json::to_string(&model.info()).unwrap_or_default())

@@ -197,6 +197,13 @@ pub fn terms(
     let mut mu_ref = vec![0f64; d];
     let mut gv = vec![0f64; d];
     let fresh = conditioning_depends_on_params(o);
+    // the reference's parameters never change: its forwards run through a session with them
+    // built in (made once per model)
+    let ref_session = if w.mse > 0.0 || w.kl > 0.0 {
+        net.constant_velocity(o.reference)?
+    } else {
+        None
+    };
     for mb in batch::micro_batches(pass.share, cfg.micro_batch_size) {
         let ir = image_rows(r, mb, &shape);
         // The rollout's conditioning is the current policy's only on the first update; a hand-off
@@ -216,7 +223,14 @@ pub fn terms(
             } else {
                 Cow::Borrowed(&ir.cond)
             };
-            Some(net.velocity(o.reference, &ir.x, &ir.t, &cond_ref, cancel)?)
+            Some(net.velocity_with(
+                ref_session.as_deref(),
+                o.reference,
+                &ir.x,
+                &ir.t,
+                &cond_ref,
+                cancel,
+            )?)
         } else {
             None
         };

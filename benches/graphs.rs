@@ -1,0 +1,228 @@
+//! The velocity graphs alone and the trainer step by phase, plain weights against weights built
+//! into the session (`ImageNet::velocity_constant`), alternating in one process so that both see
+//! the same machine load (`make bench`; figures only, asserts nothing).
+//!
+//! - `velocity` at 32 rows (one denoising step of a 4 x 8 rollout) and 80 rows (an update's
+//!   share of trained steps), plain and constant, median of UNIGRPO_BENCH_ROUNDS rounds;
+//! - `velocity_vjp` at 80 rows;
+//! - the default trainer step (4 prompts x group 8) split into rollout, rewards and each
+//!   optimiser step, with the ONNX Runtime time of each graph, for both models.
+//!
+//! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{Array1, ArrayD, IxDyn};
+use unigrpo::runtime::Tensor;
+use unigrpo::{Model, ModelOptions, Progress};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Rows {
+    x: ArrayD<f32>,
+    t: ArrayD<f32>,
+    cond: Vec<(String, Tensor)>,
+    cot: ArrayD<f32>,
+}
+
+fn rows(model: &Model, b: usize) -> Rows {
+    let prompts: Vec<String> = (0..b)
+        .map(|i| ["a red circle above a blue square", "two green triangles"][i % 2].to_string())
+        .collect();
+    let contexts: Vec<Vec<i64>> = prompts
+        .iter()
+        .map(|p| model.tokenizer.encode(p).expect("tokenize"))
+        .collect();
+    let cond = unigrpo::generate::build_conditioning(model, &model.params, &contexts, None)
+        .expect("conditioning");
+    let sh = &model.image.latent_shape;
+    let n = b * sh.iter().product::<usize>();
+    let wave = |k: usize, f: f32| (k as f32 * f).sin() * 0.9;
+    Rows {
+        x: ArrayD::from_shape_vec(
+            IxDyn(&[b, sh[0], sh[1], sh[2]]),
+            (0..n).map(|k| wave(k, 0.37)).collect(),
+        )
+        .unwrap(),
+        t: Array1::from_iter((0..b).map(|i| 0.1 + 0.8 * (i as f32 / b as f32))).into_dyn(),
+        cond: cond.inputs,
+        cot: ArrayD::from_shape_vec(
+            IxDyn(&[b, sh[0], sh[1], sh[2]]),
+            (0..n).map(|k| wave(k, 0.11) * 1e-3).collect(),
+        )
+        .unwrap(),
+    }
+}
+
+fn time_ms(f: &mut dyn FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn main() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shapes");
+    let load = |plain: bool| {
+        Arc::new(
+            Model::load(
+                &dir,
+                &ModelOptions {
+                    intra_threads: env("UNIGRPO_BENCH_THREADS", 0),
+                    plain_weights: plain,
+                    ..Default::default()
+                },
+            )
+            .expect("load model"),
+        )
+    };
+    let (plain, constant) = (load(true), load(false));
+    let rounds = env("UNIGRPO_BENCH_ROUNDS", 5);
+    println!("== velocity graphs (median of {rounds} alternating rounds)");
+    for b in [32usize, 80] {
+        let r = rows(&plain, b);
+        let p = &plain.params;
+        let mut fp = || {
+            plain
+                .image
+                .velocity(p, &r.x, &r.t, &r.cond, None)
+                .expect("velocity");
+        };
+        let mut fc = || {
+            constant
+                .image
+                .velocity_constant(p, &r.x, &r.t, &r.cond, None)
+                .expect("velocity");
+        };
+        let build = time_ms(&mut fc);
+        fp();
+        let (mut a, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            a.push(time_ms(&mut fp));
+            c.push(time_ms(&mut fc));
+        }
+        let v0 = plain.image.velocity(p, &r.x, &r.t, &r.cond, None).unwrap();
+        let v1 = constant
+            .image
+            .velocity_constant(p, &r.x, &r.t, &r.cond, None)
+            .unwrap();
+        let diff = v0
+            .iter()
+            .zip(v1.iter())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (ma, mc) = (median(a), median(c));
+        println!(
+            "velocity {b:>3} rows: plain {ma:.1} ms, constant {mc:.1} ms ({:.2}x; first call with the session build {build:.0} ms); max |difference| {diff:.1e}",
+            ma / mc
+        );
+    }
+    {
+        let b = 80;
+        let r = rows(&plain, b);
+        let mut grads = unigrpo::nets::Grads::new();
+        let mut f = || {
+            plain
+                .image
+                .velocity_vjp(&plain.params, &r.x, &r.t, &r.cond, &r.cot, &mut grads, None)
+                .expect("vjp");
+        };
+        f();
+        let v: Vec<f64> = (0..rounds).map(|_| time_ms(&mut f)).collect();
+        println!("velocity_vjp {b} rows: {:.1} ms", median(v));
+    }
+
+    println!("== trainer step by phase, 4 prompts x group 8, the model's training defaults");
+    let prompts = [
+        "a few warm-coloured shapes",
+        "a circle the colour of the sky",
+        "two red circles",
+        "a blue square left of a green triangle",
+    ];
+    let mut trainers: Vec<(&str, Arc<Model>, unigrpo::train::Trainer)> =
+        [("plain", &plain), ("constant", &constant)]
+            .into_iter()
+            .map(|(n, m)| {
+                let cfg = unigrpo::TrainConfig::defaults(&**m);
+                (
+                    n,
+                    m.clone(),
+                    unigrpo::train::Trainer::new(m.clone(), cfg).expect("trainer"),
+                )
+            })
+            .collect();
+    let mut phases: Vec<Vec<Vec<f64>>> = vec![Vec::new(); trainers.len()];
+    let steps = env("UNIGRPO_BENCH_STEPS", 4);
+    for s in 0..=steps {
+        for (k, (_, model, t)) in trainers.iter_mut().enumerate() {
+            let graphs0: Vec<f64> = model.graphs().map(|(_, g)| g.run_stats().1).collect();
+            let c0 = model.image.constant_run_stats().1;
+            let mut reward = unigrpo::reward::ShapesReward;
+            let t0 = Instant::now();
+            let r = t
+                .rollout(&prompts, None, &mut Progress::none())
+                .expect("rollout");
+            let t1 = Instant::now();
+            let rewards = t
+                .rewards(&r, &mut reward, None, &mut Progress::none())
+                .expect("rewards");
+            let t2 = Instant::now();
+            let mut up = t.begin_update(&r, &rewards).expect("begin");
+            let mut marks = vec![t0, t1, t2];
+            for u in 0..t.config().updates_per_step {
+                let (g, terms) = t.gradients(&up, &r, u, None).expect("gradients");
+                t.apply(&mut up, &g, &terms).expect("apply");
+                marks.push(Instant::now());
+            }
+            t.commit(up).expect("commit");
+            marks.push(Instant::now());
+            let mut row: Vec<f64> = marks
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_secs_f64())
+                .collect();
+            row.push((marks[marks.len() - 1] - t0).as_secs_f64());
+            let graphs1: Vec<f64> = model.graphs().map(|(_, g)| g.run_stats().1).collect();
+            row.extend(graphs0.iter().zip(&graphs1).map(|(a, b)| b - a));
+            // the constant sessions alive now (the rollout's may have been replaced in this step)
+            row.push((model.image.constant_run_stats().1 - c0).max(0.0));
+            if s > 0 {
+                phases[k].push(row);
+            }
+        }
+    }
+    let names: Vec<&str> = plain.graphs().map(|(n, _)| n).collect();
+    for (k, (label, _, t)) in trainers.iter().enumerate() {
+        let u = t.config().updates_per_step as usize;
+        let col = |i: usize| median(phases[k].iter().map(|r| r[i]).collect()) * 1e3;
+        let mut line = format!(
+            "{label:>8}: step {:.0} ms = rollout {:.0} + rewards {:.0}",
+            col(3 + u),
+            col(0),
+            col(1)
+        );
+        for i in 0..u {
+            line += &format!(" + update {} {:.0}", i + 1, col(2 + i));
+        }
+        line += &format!(" + commit {:.0}", col(2 + u));
+        println!("{line}");
+        let mut g = String::from("          ONNX Runtime per step:");
+        for (i, n) in names.iter().enumerate() {
+            g += &format!(" {n} {:.0}", col(4 + u + i));
+        }
+        g += &format!(
+            ", constant-weight sessions {:.0} ms",
+            col(4 + u + names.len())
+        );
+        println!("{g}");
+    }
+}
