@@ -166,7 +166,7 @@ fn main() {
     for s in 0..=steps {
         for (k, (_, model, t)) in trainers.iter_mut().enumerate() {
             let graphs0: Vec<f64> = model.graphs().map(|(_, g)| g.run_stats().1).collect();
-            let c0 = model.image.constant_run_stats().1;
+            let c0 = model.image.constant_stats();
             let mut reward = unigrpo::reward::ShapesReward;
             let t0 = Instant::now();
             let r = t
@@ -193,8 +193,9 @@ fn main() {
             row.push((marks[marks.len() - 1] - t0).as_secs_f64());
             let graphs1: Vec<f64> = model.graphs().map(|(_, g)| g.run_stats().1).collect();
             row.extend(graphs0.iter().zip(&graphs1).map(|(a, b)| b - a));
-            // the constant sessions alive now (the rollout's may have been replaced in this step)
-            row.push((model.image.constant_run_stats().1 - c0).max(0.0));
+            let c1 = model.image.constant_stats();
+            row.push(c1.1 - c0.1);
+            row.push(c1.2 - c0.2);
             if s > 0 {
                 phases[k].push(row);
             }
@@ -220,8 +221,9 @@ fn main() {
             g += &format!(" {n} {:.0}", col(4 + u + i));
         }
         g += &format!(
-            ", constant-weight sessions {:.0} ms",
-            col(4 + u + names.len())
+            ", sessions with built-in weights: running {:.0}, building {:.0}",
+            col(4 + u + names.len()),
+            col(5 + u + names.len())
         );
         println!("{g}");
     }

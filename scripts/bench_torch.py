@@ -219,8 +219,9 @@ class Step:
         return [marks[i + 1] - marks[i] for i in range(len(marks) - 1)], marks[-1] - marks[0]
 
 
-def unigrpo_round(steps, threads):
-    env = dict(os.environ, UNIGRPO_BENCH_STEPS=str(steps), UNIGRPO_BENCH_THREADS=str(threads))
+def unigrpo_round(steps, threads, plain=False):
+    env = dict(os.environ, UNIGRPO_BENCH_STEPS=str(steps), UNIGRPO_BENCH_THREADS=str(threads),
+               UNIGRPO_BENCH_PLAIN="1" if plain else "0")
     out = subprocess.run(["cargo", "bench", "-q", "--bench", "step"], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
     step = float(re.search(r"step_ms median=(\d+)", out).group(1))
@@ -234,6 +235,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plain", action="store_true",
+                    help="also time unigrpo with plain weights (--plain-weights) in every round")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     native_norms()
@@ -243,7 +246,7 @@ def main():
           f"(relative {err:.1e})")
     step = Step(man, text, img, lm, un)
     step.step()  # warm-up
-    torch_steps, torch_phases, ours, our_phases = [], [], [], []
+    torch_steps, torch_phases, ours, our_phases, plain = [], [], [], [], []
     for r in range(args.rounds):
         for _ in range(args.steps):
             ph, total = step.step()
@@ -252,8 +255,13 @@ def main():
         s, ph = unigrpo_round(args.steps, args.threads)
         ours.append(s / 1e3)
         our_phases.append(ph)
-        print(f"round {r + 1}: torch {np.median(torch_steps[-args.steps:]):.3f} s/step, unigrpo {s / 1e3:.3f} s/step",
-              flush=True)
+        extra = ""
+        if args.plain:
+            sp, _ = unigrpo_round(args.steps, args.threads, plain=True)
+            plain.append(sp / 1e3)
+            extra = f", unigrpo with plain weights {sp / 1e3:.3f} s/step"
+        print(f"round {r + 1}: torch {np.median(torch_steps[-args.steps:]):.3f} s/step, unigrpo {s / 1e3:.3f} s/step"
+              + extra, flush=True)
     tm, um = float(np.median(torch_steps)), float(np.median(ours))
     ph = np.median(np.array(torch_phases), 0)
     names = ["reasoning decode", "SDE rollout"] + [f"update {u + 1}" for u in range(step.updates)]
@@ -262,6 +270,9 @@ def main():
     print(f"unigrpo:       {um:.3f} s per step (median of {len(ours)} rounds' medians); last round's phases: "
           f"{our_phases[-1]}")
     print(f"ratio torch / unigrpo = {tm / um:.2f} (above 1: unigrpo is faster)")
+    if plain:
+        pm = float(np.median(plain))
+        print(f"unigrpo with plain weights: {pm:.3f} s per step; ratio torch / plain = {tm / pm:.2f}")
 
 
 if __name__ == "__main__":

@@ -88,30 +88,32 @@ rung1|rung2|rung3|rung4)
   ;;
 test)
   evalp=$prompts_dir/test.txt; samples=2
+  tag=test; reason=()
+  [ "${NO_REASONING:-0}" = 1 ] && { tag=test-noreason; reason=(--no-reasoning); }
   for ns in 100 101 102; do
-    [ -f "$root/test-sft-noise$ns.json" ] ||
+    [ -f "$root/$tag-sft-noise$ns.json" ] ||
       "$bin" eval --model "$model" --prompts "$evalp" --reward shapes --samples 2 --seed "$ns" --json \
-        > "$root/test-sft-noise$ns.json"
+        "${reason[@]}" > "$root/$tag-sft-noise$ns.json"
     for s in $seeds; do
       out=$root/$sub-$label-seed$s
       [ -f "$out/model/unigrpo.json" ] || { echo "$out has no exported model" >&2; exit 1; }
-      [ -f "$out/test-noise$ns.json" ] ||
+      [ -f "$out/$tag-noise$ns.json" ] ||
         "$bin" eval --model "$out/model" --prompts "$evalp" --reward shapes --samples 2 --seed "$ns" --json \
-          > "$out/test-noise$ns.json"
+          "${reason[@]}" > "$out/$tag-noise$ns.json"
     done
   done
-  python3 - "$root" "$sub" "$label" $seeds <<'PY'
+  python3 - "$root" "$sub" "$label" "$tag" $seeds <<'PY'
 import json, statistics, sys
-root, rung, label, *seeds = sys.argv[1:]
+root, rung, label, tag, *seeds = sys.argv[1:]
 noise = (100, 101, 102)
 keys = ("reward_mean", "strict_rate", "clean_distance", "reasoning_agreement")
 def load(prefix):
     return [json.load(open(f"{prefix}{ns}.json")) for ns in noise]
 def mean(rows, k):
     return statistics.mean(r[k] for r in rows)
-sft = load(f"{root}/test-sft-noise")
-runs = {s: load(f"{root}/{rung}-{label}-seed{s}/test-noise") for s in seeds}
-print(f"test split ({len(noise)} noise seeds x 2 samples per prompt), {rung} {label}, training seeds {' '.join(seeds)}")
+sft = load(f"{root}/{tag}-sft-noise")
+runs = {s: load(f"{root}/{rung}-{label}-seed{s}/{tag}-noise") for s in seeds}
+print(f"{tag} split ({len(noise)} noise seeds x 2 samples per prompt), {rung} {label}, training seeds {' '.join(seeds)}")
 for k in keys:
     sv = [r[k] for r in sft]
     per = [mean(runs[s], k) for s in seeds]
