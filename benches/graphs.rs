@@ -8,7 +8,10 @@
 //! - the default trainer step (4 prompts x group 8) split into rollout, rewards and each
 //!   optimiser step, with the ONNX Runtime time of each graph, for both models.
 //!
-//! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default).
+//! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default). Device:
+//! UNIGRPO_BENCH_DEVICE (default cpu; on `cuda:N` both models run there, and a CPU model gives
+//! the reference of an agreement check first: velocity, VJP gradients and the SDE log-prob of a
+//! step, as `scripts/gpu-check.sh` reports them).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +69,86 @@ fn rows(model: &Model, b: usize) -> Rows {
     }
 }
 
+fn max_rel(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    let m = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter()
+        .zip(b.iter())
+        .fold(0f32, |e, (x, y)| e.max((x - y).abs()))
+        / m
+}
+
+/// The device's velocity (plain and built in), VJP gradients and one SDE step's log-prob
+/// against the CPU's on the same inputs.
+fn agreement(cpu: &Model, dev: &Model, dev_constant: &Model) {
+    use unigrpo::sampler::{sde_coefficients, sde_logprob, sde_mean};
+    let r = rows(cpu, 32);
+    let p = &cpu.params;
+    let v_cpu = cpu
+        .image
+        .velocity(p, &r.x, &r.t, &r.cond, None)
+        .expect("cpu velocity");
+    let v_dev = dev
+        .image
+        .velocity(p, &r.x, &r.t, &r.cond, None)
+        .expect("device velocity");
+    let v_con = dev_constant
+        .image
+        .velocity_constant(p, &r.x, &r.t, &r.cond, None)
+        .expect("device velocity, built in");
+    let (mut g_cpu, mut g_dev) = (unigrpo::nets::Grads::new(), unigrpo::nets::Grads::new());
+    cpu.image
+        .velocity_vjp(p, &r.x, &r.t, &r.cond, &r.cot, &mut g_cpu, None)
+        .expect("cpu vjp");
+    dev.image
+        .velocity_vjp(p, &r.x, &r.t, &r.cond, &r.cot, &mut g_dev, None)
+        .expect("device vjp");
+    let grad_rel = g_cpu
+        .iter()
+        .map(|(n, a)| {
+            let b = &g_dev[n];
+            let m = a.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+            a.iter()
+                .zip(b.iter())
+                .fold(0f64, |e, (x, y)| e.max((x - y).abs()))
+                / m
+        })
+        .fold(0f64, f64::max);
+    // one SDE step per row from t to t - 0.1 with the CPU's mean, its log-prob under each velocity
+    let d = cpu.image.latent_len();
+    let (xs, tv) = (r.x.as_slice().unwrap(), r.t.as_slice().unwrap());
+    let mut worst_lp = 0f64;
+    let (mut mu_c, mut mu_d) = (vec![0f64; d], vec![0f64; d]);
+    for i in 0..tv.len() {
+        let t = tv[i] as f64;
+        let c = sde_coefficients(t, t - 0.1, 0.7, 0.9);
+        let x = &xs[i * d..(i + 1) * d];
+        sde_mean(
+            x,
+            &v_cpu.as_slice().unwrap()[i * d..(i + 1) * d],
+            &c,
+            &mut mu_c,
+        );
+        sde_mean(
+            x,
+            &v_dev.as_slice().unwrap()[i * d..(i + 1) * d],
+            &c,
+            &mut mu_d,
+        );
+        let x_next: Vec<f32> = mu_c
+            .iter()
+            .enumerate()
+            .map(|(k, m)| (m + c.std * ((k as f64 * 0.71).sin())) as f32)
+            .collect();
+        let diff = (sde_logprob(&x_next, &mu_c, c.std) - sde_logprob(&x_next, &mu_d, c.std)).abs();
+        worst_lp = worst_lp.max(diff);
+    }
+    println!(
+        "agreement with the CPU, 32 rows: velocity {:.1e} (built in {:.1e}) relative, VJP gradients {grad_rel:.1e} relative, SDE step log-prob {worst_lp:.1e} absolute (bound 1e-3)",
+        max_rel(&v_dev, &v_cpu),
+        max_rel(&v_con, &v_cpu)
+    );
+}
+
 fn time_ms(f: &mut dyn FnMut()) -> f64 {
     let t = Instant::now();
     f();
@@ -74,11 +157,13 @@ fn time_ms(f: &mut dyn FnMut()) -> f64 {
 
 fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shapes");
-    let load = |plain: bool| {
+    let device = std::env::var("UNIGRPO_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let load = |plain: bool, device: &str| {
         Arc::new(
             Model::load(
                 &dir,
                 &ModelOptions {
+                    device: device.to_string(),
                     intra_threads: env("UNIGRPO_BENCH_THREADS", 0),
                     plain_weights: plain,
                     ..Default::default()
@@ -87,7 +172,11 @@ fn main() {
             .expect("load model"),
         )
     };
-    let (plain, constant) = (load(true), load(false));
+    let (plain, constant) = (load(true, &device), load(false, &device));
+    println!("== device {device}");
+    if device != "cpu" || env("UNIGRPO_BENCH_AGREE", 0) == 1 {
+        agreement(&load(true, "cpu"), &plain, &constant);
+    }
     let rounds = env("UNIGRPO_BENCH_ROUNDS", 5);
     println!("== velocity graphs (median of {rounds} alternating rounds)");
     for b in [32usize, 80] {

@@ -102,6 +102,26 @@ def text_specs(prefix, cfg: nets.LMConfig, trainable, frozen):
 
 # ---------------------------------------------------------------- tiny-shapes
 
+def velocity_spec(un: nets.UNetConfig, iparams: dict) -> GraphSpec:
+    """The U-Net velocity graph (and its VJP) of tiny-shapes, trainables named `image.*`."""
+    C, S = un.channels, un.size
+
+    def fn_vel(p, x, t, ids, mask):
+        return (nets.unet_velocity(strip(p, "image."), un, x, t, ids, mask),)
+
+    def in_vel(rng, batch, ctx, **_):
+        return [torch.from_numpy(rng.standard_normal((batch, C, S, S)).astype(np.float32)),
+                torch.from_numpy(rng.uniform(0.01, 1.0, batch).astype(np.float32)),
+                torch.from_numpy(rng.integers(0, un.vocab, (batch, ctx))),
+                torch.from_numpy(left_padded_mask(rng, batch, ctx))]
+
+    return GraphSpec(name="velocity", fn=fn_vel, trainable=iparams, frozen={},
+                     input_names=["x", "t", "cond_ids", "cond_mask"], output_names=["velocity"],
+                     make_inputs=in_vel, dims=DIMS, example=EXAMPLE, checks=CHECKS_IMAGE,
+                     input_dims=[("batch", C, S, S), ("batch",), ("batch", "ctx"), ("batch", "ctx")],
+                     output_dims={"velocity": ("batch", C, S, S)})
+
+
 def tiny_shapes_specs(state_dir):
     text = torch.load(os.path.join(state_dir, "text.pt"))
     img = torch.load(os.path.join(state_dir, "image.pt"))
@@ -112,20 +132,7 @@ def tiny_shapes_specs(state_dir):
     decode, logprob = text_specs("text.", lm_cfg, tparams, {})
     C, S = un_cfg.channels, un_cfg.size
 
-    def fn_vel(p, x, t, ids, mask):
-        return (nets.unet_velocity(strip(p, "image."), un_cfg, x, t, ids, mask),)
-
-    def in_vel(rng, batch, ctx, **_):
-        return [torch.from_numpy(rng.standard_normal((batch, C, S, S)).astype(np.float32)),
-                torch.from_numpy(rng.uniform(0.01, 1.0, batch).astype(np.float32)),
-                torch.from_numpy(rng.integers(0, un_cfg.vocab, (batch, ctx))),
-                torch.from_numpy(left_padded_mask(rng, batch, ctx))]
-
-    vel = GraphSpec(name="velocity", fn=fn_vel, trainable=iparams, frozen={},
-                    input_names=["x", "t", "cond_ids", "cond_mask"], output_names=["velocity"],
-                    make_inputs=in_vel, dims=DIMS, example=EXAMPLE, checks=CHECKS_IMAGE,
-                    input_dims=[("batch", C, S, S), ("batch",), ("batch", "ctx"), ("batch", "ctx")],
-                    output_dims={"velocity": ("batch", C, S, S)})
+    vel = velocity_spec(un_cfg, iparams)
 
     def fn_dec(p, latent):
         return (nets.pixel_decoder(latent),)

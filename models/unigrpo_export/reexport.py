@@ -21,8 +21,8 @@ import time
 import torch
 
 from . import nets
-from .graphs import GraphSpec, export_and_verify
-from .package import CHECKS_IMAGE, DIMS, EXAMPLE, left_padded_mask, sha256, strip
+from .graphs import export_and_verify
+from .package import sha256, velocity_spec
 
 
 def configs(man: dict, params: dict):
@@ -37,26 +37,6 @@ def configs(man: dict, params: dict):
                          c2=params["image.down1.w"].shape[0], emb=params["image.temb1.w"].shape[0],
                          max_pos=params["image.enc.pos_emb"].shape[0])
     return lm, un
-
-
-def velocity_spec(un: nets.UNetConfig, iparams: dict) -> GraphSpec:
-    import numpy as np
-    C, S = un.channels, un.size
-
-    def fn_vel(p, x, t, ids, mask):
-        return (nets.unet_velocity(strip(p, "image."), un, x, t, ids, mask),)
-
-    def in_vel(rng, batch, ctx, **_):
-        return [torch.from_numpy(rng.standard_normal((batch, C, S, S)).astype(np.float32)),
-                torch.from_numpy(rng.uniform(0.01, 1.0, batch).astype(np.float32)),
-                torch.from_numpy(rng.integers(0, un.vocab, (batch, ctx))),
-                torch.from_numpy(left_padded_mask(rng, batch, ctx))]
-
-    return GraphSpec(name="velocity", fn=fn_vel, trainable=iparams, frozen={},
-                     input_names=["x", "t", "cond_ids", "cond_mask"], output_names=["velocity"],
-                     make_inputs=in_vel, dims=DIMS, example=EXAMPLE, checks=CHECKS_IMAGE,
-                     input_dims=[("batch", C, S, S), ("batch",), ("batch", "ctx"), ("batch", "ctx")],
-                     output_dims={"velocity": ("batch", C, S, S)})
 
 
 def same_computation(a_path: str, b_path: str) -> bool:
