@@ -116,6 +116,8 @@ runs = {s: load(f"{root}/{rung}-{label}-seed{s}/{tag}-noise") for s in seeds}
 print(f"{tag} split ({len(noise)} noise seeds x 2 samples per prompt), {rung} {label}, training seeds {' '.join(seeds)}")
 for k in keys:
     sv = [r[k] for r in sft]
+    if None in sv:  # reasoning agreement without reasoning
+        continue
     per = [mean(runs[s], k) for s in seeds]
     print(f"  {k:20s} SFT {statistics.mean(sv):.4f} (noise-seed spread {statistics.pstdev(sv):.4f})   "
           f"trained {statistics.mean(per):.4f} +- {statistics.pstdev(per):.4f}   per seed "
