@@ -171,10 +171,22 @@ static void *run_rank(void *arg) {
   return NULL;
 }
 
+/* Every field but the wall time, one by one: memcmp over the struct would also compare its
+   padding, whose bytes are indeterminate (it failed for equal fields). */
 static int same_stats(const unigrpo_step_stats *a, const unigrpo_step_stats *b) {
-  unigrpo_step_stats x = *a, y = *b;
-  x.seconds = y.seconds = 0;
-  return memcmp(&x, &y, sizeof x) == 0;
+#define SAME(f)                                                                            \
+  if (a->f != b->f) {                                                                    \
+    fprintf(stderr, "step %llu: %s differs: %.9g vs %.9g\n", (unsigned long long)a->step, #f, \
+            (double)a->f, (double)b->f);                                                 \
+    return 0;                                                                            \
+  }
+  SAME(struct_size) SAME(step) SAME(reward_mean) SAME(reward_std) SAME(frac_zero_std)
+  SAME(loss) SAME(text_loss) SAME(image_loss) SAME(velocity_mse) SAME(text_kl) SAME(image_kl)
+  SAME(text_clip_frac) SAME(image_clip_frac) SAME(approx_kl) SAME(grad_norm)
+  SAME(text_grad_norm) SAME(image_grad_norm) SAME(text_consistency) SAME(image_consistency)
+  SAME(shared_grad_norm) SAME(velocity_mse_weight) SAME(resampled_groups)
+#undef SAME
+  return 1;
 }
 
 int main(int argc, char **argv) {

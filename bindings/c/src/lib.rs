@@ -223,6 +223,28 @@ pub(crate) unsafe fn write_prefix<T: Copy>(dst: *mut T, value: &T, size: usize) 
     unsafe { std::ptr::copy_nonoverlapping(value as *const T as *const u8, dst as *mut u8, n) };
 }
 
+/// Zero the bytes of the host's first `n` bytes at `dst` that no field of `fields` covers (the
+/// struct's padding): a Rust value's padding bytes are indeterminate, and a host that compares
+/// two structs with memcmp must see equal bytes for equal fields.
+pub(crate) unsafe fn zero_padding(dst: *mut u8, n: usize, fields: &[layout::Field]) {
+    let mut covered = vec![false; n];
+    for f in fields {
+        for c in covered
+            .iter_mut()
+            .take((f.offset + f.size).min(n))
+            .skip(f.offset)
+        {
+            *c = true;
+        }
+    }
+    for (i, c) in covered.iter().enumerate() {
+        if !c {
+            // SAFETY: i < n, inside the host's writable prefix.
+            unsafe { dst.add(i).write(0) };
+        }
+    }
+}
+
 /// `_init_sized`: write `min(size, size_of::<T>())` bytes of `defaults` and set `struct_size` to
 /// that. A size below 4 (no room for struct_size) writes nothing.
 pub(crate) unsafe fn init_sized<T: Copy>(dst: *mut T, defaults: T, size: usize) {

@@ -2,7 +2,7 @@
 //! `unigrpo::options`; tests check the struct against it), written only up to `struct_size`.
 
 use super::layout::{fields, Field};
-use super::{check_struct_size, host_struct_size, write_prefix};
+use super::{check_struct_size, host_struct_size, write_prefix, zero_padding};
 use unigrpo::error::Result;
 use unigrpo::train::StepStats;
 
@@ -88,5 +88,12 @@ pub(crate) unsafe fn write_stats(out: *mut unigrpo_step_stats, size: usize, s: &
         resampled_groups: s.resampled_groups,
     };
     // SAFETY: `size` was checked against the host's struct_size by stats_size.
-    unsafe { write_prefix(out, &full, size) }
+    unsafe {
+        write_prefix(out, &full, size);
+        zero_padding(
+            out as *mut u8,
+            size.min(std::mem::size_of::<unigrpo_step_stats>()),
+            &stats_fields(),
+        );
+    }
 }
