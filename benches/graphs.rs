@@ -6,7 +6,11 @@
 //!   share of trained steps), plain and constant, median of UNIGRPO_BENCH_ROUNDS rounds;
 //! - `velocity_vjp` at 80 rows;
 //! - the default trainer step (4 prompts x group 8) split into rollout, rewards and each
-//!   optimiser step, with the ONNX Runtime time of each graph, for both models.
+//!   optimiser step, with the ONNX Runtime time of each graph, for both models (skipped with
+//!   UNIGRPO_BENCH_STEPS=0);
+//! - ONNX Runtime's own profile of the forward (plain and built in) and of the VJP at 80 rows:
+//!   milliseconds per run, GFLOP/s of the matrix products and the operator types' shares
+//!   (UNIGRPO_BENCH_PROFILE=0 skips it).
 //!
 //! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default). Device:
 //! UNIGRPO_BENCH_DEVICE (default cpu; on `cuda:N` both models run there, and a CPU model gives
@@ -149,6 +153,82 @@ fn agreement(cpu: &Model, dev: &Model, dev_constant: &Model) {
     );
 }
 
+/// ONNX Runtime's profile of the velocity forward (plain and built in) and of its VJP at 80
+/// rows: milliseconds per run, the GFLOP/s of the matrix-product nodes (convolutions and
+/// matrix multiplications, counted on the plain graphs' shapes: the blocked layout of the
+/// built-in session pads channels) and the operator types that take the most time.
+fn profile(plain: &Model, constant: &Model, rounds: usize) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let graph = |name: &str| {
+        plain
+            .graphs()
+            .find(|(n, _)| *n == name)
+            .map(|(_, g)| g)
+            .expect("graph")
+    };
+    let b = 80;
+    let r = rows(plain, b);
+    let p = &plain.params;
+    println!("== ONNX Runtime profile, {b} rows ({rounds} runs each; profiling adds its own cost)");
+    let fwd = graph("velocity")
+        .with_profiling(&dir.path().join("fwd"))
+        .expect("profiled session");
+    let vjp = graph("velocity_vjp")
+        .with_profiling(&dir.path().join("vjp"))
+        .expect("profiled session");
+    let built = constant
+        .image
+        .constant_velocity(p)
+        .expect("constant session")
+        .expect("a model with built-in weights")
+        .with_profiling(&dir.path().join("const"))
+        .expect("profiled session");
+    let mut grads = unigrpo::nets::Grads::new();
+    // ONNX Runtime profiles from the session's start: the figures are over every run, the first
+    // (warm-up) included
+    for _ in 0..rounds + 1 {
+        plain
+            .image
+            .velocity_with(Some(&fwd), p, &r.x, &r.t, &r.cond, None)
+            .expect("velocity");
+        constant
+            .image
+            .velocity_with(Some(&built), p, &r.x, &r.t, &r.cond, None)
+            .expect("velocity");
+        plain
+            .image
+            .velocity_vjp_with(Some(&vjp), p, &r.x, &r.t, &r.cond, &r.cot, &mut grads, None)
+            .expect("vjp");
+    }
+    let pf = fwd.end_profiling().expect("forward profile");
+    let pc = built.end_profiling().expect("built-in profile");
+    let pv = vjp.end_profiling().expect("VJP profile");
+    let fwd_flops = pf.flops_per_run();
+    for (label, prof, flops) in [
+        ("velocity, plain weights", &pf, fwd_flops),
+        ("velocity, weights built in", &pc, fwd_flops),
+        ("velocity_vjp", &pv, pv.flops_per_run()),
+    ] {
+        let ms = prof.ms_per_run();
+        let mut line = format!(
+            "{label}: {ms:.1} ms per run, {:.2} GFLOP per run, {:.1} GFLOP/s; by operator:",
+            flops * 1e-9,
+            flops * 1e-9 / (ms * 1e-3)
+        );
+        for o in prof.ops.iter().take(8) {
+            line += &format!(
+                " {} {:.1}%",
+                o.op,
+                100.0 * o.micros / prof.node_micros.max(1e-9)
+            );
+            if o.flops > 0.0 {
+                line += &format!(" ({:.1} GFLOP/s)", o.flops * 1e-9 / (o.micros * 1e-6));
+            }
+        }
+        println!("{line}");
+    }
+}
+
 fn time_ms(f: &mut dyn FnMut()) -> f64 {
     let t = Instant::now();
     f();
@@ -231,6 +311,14 @@ fn main() {
         println!("velocity_vjp {b} rows: {:.1} ms", median(v));
     }
 
+    if env("UNIGRPO_BENCH_PROFILE", 1) == 1 {
+        profile(&plain, &constant, rounds);
+    }
+
+    let steps = env("UNIGRPO_BENCH_STEPS", 4);
+    if steps == 0 {
+        return;
+    }
     println!("== trainer step by phase, 4 prompts x group 8, the model's training defaults");
     let prompts = [
         "a few warm-coloured shapes",
@@ -251,7 +339,6 @@ fn main() {
             })
             .collect();
     let mut phases: Vec<Vec<Vec<f64>>> = vec![Vec::new(); trainers.len()];
-    let steps = env("UNIGRPO_BENCH_STEPS", 4);
     for s in 0..=steps {
         for (k, (_, model, t)) in trainers.iter_mut().enumerate() {
             let graphs0: Vec<f64> = model.graphs().map(|(_, g)| g.run_stats().1).collect();

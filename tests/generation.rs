@@ -547,3 +547,51 @@ fn constant_weight_sessions_agree_with_plain_weights_and_are_reused() {
     let d = max_pixel_diff(&a.image.data, &b.image.data);
     assert!(d <= 2, "pixels differ by {d}");
 }
+
+/// A profiling session of the velocity graph gives the plain graph's outputs exactly, counts its
+/// runs, and its matrix-product arithmetic scales with the rows (the GFLOP/s of `make bench`);
+/// a session that does not profile says so.
+#[test]
+fn profiled_sessions_count_runs_and_arithmetic() {
+    use ndarray::{Array1, ArrayD, IxDyn};
+    let model = load(&shapes_dir());
+    let p = &*model.params;
+    let vel = model
+        .graphs()
+        .find(|(n, _)| *n == "velocity")
+        .map(|(_, g)| g)
+        .unwrap();
+    let e = vel.end_profiling().unwrap_err();
+    assert!(e.to_string().contains("does not profile"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let one = vel.with_profiling(&dir.path().join("one")).unwrap();
+    let two = vel.with_profiling(&dir.path().join("two")).unwrap();
+    let ctx = |b: usize| vec![model.tokenizer.encode("two green triangles").unwrap(); b];
+    for b in [1usize, 2, 2] {
+        let prof = if b == 1 { &one } else { &two };
+        let cond = unigrpo::generate::build_conditioning(&model, p, &ctx(b), None).unwrap();
+        let n = b * model.image.latent_len();
+        let x = ArrayD::from_shape_vec(
+            IxDyn(&[b, 3, 16, 16]),
+            (0..n).map(|k| (k as f32 * 0.21).cos()).collect(),
+        )
+        .unwrap();
+        let t = Array1::from(vec![0.6f32; b]).into_dyn();
+        let want = model.image.velocity(p, &x, &t, &cond.inputs, None).unwrap();
+        let got = model
+            .image
+            .velocity_with(Some(prof), p, &x, &t, &cond.inputs, None)
+            .unwrap();
+        assert_eq!(got, want, "the profiled session runs the same kernels");
+    }
+    let (a, b) = (one.end_profiling().unwrap(), two.end_profiling().unwrap());
+    assert_eq!((a.runs, b.runs), (1, 2));
+    assert!(b.ops.iter().any(|o| o.op.contains("Conv")), "{:?}", b.ops);
+    assert!(b.node_micros > 0.0 && b.node_micros <= b.run_micros * 1.05);
+    // two runs of 2 rows: four times one row's arithmetic (integers: exact), which is tens of
+    // MFLOP for this U-Net
+    assert_eq!(b.flops, 4.0 * a.flops);
+    assert!((1e7..1e9).contains(&a.flops), "{}", a.flops);
+    let per_op: f64 = b.ops.iter().map(|o| o.flops).sum();
+    assert_eq!(per_op, b.flops);
+}

@@ -260,9 +260,27 @@ impl ImageNet {
         grads: &mut Grads,
         cancel: Option<&CancelToken>,
     ) -> Result<ArrayD<f32>> {
-        let mut inputs = Self::inputs(&self.velocity_vjp, params, x, t, cond);
+        self.velocity_vjp_with(None, params, x, t, cond, cotangent, grads, cancel)
+    }
+
+    /// `velocity_vjp` through `session`, a second session of the VJP graph (one that records
+    /// ONNX Runtime's profile, say: `Graph::with_profiling`), when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn velocity_vjp_with(
+        &self,
+        session: Option<&Graph>,
+        params: &ParamSet,
+        x: &ArrayD<f32>,
+        t: &ArrayD<f32>,
+        cond: &[(String, Tensor)],
+        cotangent: &ArrayD<f32>,
+        grads: &mut Grads,
+        cancel: Option<&CancelToken>,
+    ) -> Result<ArrayD<f32>> {
+        let graph = session.unwrap_or(&self.velocity_vjp);
+        let mut inputs = Self::inputs(graph, params, x, t, cond);
         inputs.push(("d_velocity", TensorView::F32(cotangent.view())));
-        self.vjp.run(&self.velocity_vjp, &inputs, grads, cancel)
+        self.vjp.run(graph, &inputs, grads, cancel)
     }
 
     /// Decode latents [B, C, H, W] to RGB8 images.

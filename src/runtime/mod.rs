@@ -2,6 +2,7 @@
 
 mod library;
 mod onnx_edit;
+pub mod profile;
 mod tensor;
 
 pub use library::{candidates, environment, loaded, pool, ThreadPool, TARGET_ORT_VERSION};
@@ -85,6 +86,8 @@ pub struct Graph {
     /// Total time spent inside ONNX Runtime's `run` for this graph (for benchmarks).
     run_nanos: AtomicU64,
     runs: AtomicU64,
+    /// Whether the session records ONNX Runtime's profile (`with_profiling`).
+    profiled: bool,
 }
 
 fn port(name: &str, t: &ValueType, path: &Path) -> Result<Port> {
@@ -134,6 +137,39 @@ impl Graph {
         )
     }
 
+    /// A second session of this graph (the same bytes, constants included) that records ONNX
+    /// Runtime's profile of every run into a file named from `prefix`; `end_profiling` reads
+    /// it back. For benchmarks: profiling costs time on every node.
+    pub fn with_profiling(&self, prefix: &Path) -> Result<Graph> {
+        let mut g = Self::build(
+            &self.name,
+            &self.path,
+            self.bytes.clone(),
+            &self.cfg,
+            self.env,
+            Some(prefix),
+        )?;
+        g.profiled = true;
+        Ok(g)
+    }
+
+    /// Stop profiling (a session made by `with_profiling`) and summarise what it recorded.
+    pub fn end_profiling(&self) -> Result<profile::Profile> {
+        if !self.profiled {
+            return Err(Error::invalid(format!(
+                "graph {}: this session does not profile (make one with with_profiling)",
+                self.name
+            )));
+        }
+        let file = {
+            let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+            session
+                .end_profiling()
+                .map_err(|e| Error::from(e).context(format!("graph {}", self.name)))?
+        };
+        profile::Profile::read(Path::new(&file))
+    }
+
     fn from_bytes(
         name: &str,
         path: &Path,
@@ -141,7 +177,18 @@ impl Graph {
         cfg: &SessionConfig,
         env: &'static ort::environment::Environment,
     ) -> Result<Graph> {
-        let session = build_session(&bytes, cfg, env).map_err(|e| {
+        Self::build(name, path, bytes, cfg, env, None)
+    }
+
+    fn build(
+        name: &str,
+        path: &Path,
+        bytes: std::sync::Arc<Vec<u8>>,
+        cfg: &SessionConfig,
+        env: &'static ort::environment::Environment,
+        profile: Option<&Path>,
+    ) -> Result<Graph> {
+        let session = build_session(&bytes, cfg, env, profile).map_err(|e| {
             let msg = e.message().to_string();
             if e.kind() == ErrorKind::DeviceUnavailable {
                 e
@@ -182,6 +229,7 @@ impl Graph {
             env,
             run_nanos: AtomicU64::new(0),
             runs: AtomicU64::new(0),
+            profiled: false,
         })
     }
 
@@ -270,8 +318,12 @@ fn build_session(
     bytes: &[u8],
     cfg: &SessionConfig,
     env: &ort::environment::Environment,
+    profile: Option<&Path>,
 ) -> Result<Session> {
     let mut b = Session::builder(env).map_err(Error::from)?;
+    if let Some(prefix) = profile {
+        b = b.with_profiling(prefix).map_err(Error::from)?;
+    }
     if let Device::Cuda(id) = cfg.device {
         // The verbose session log carries ONNX Runtime's node placement report (runtime::library
         // forwards only that part of it).
