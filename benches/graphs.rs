@@ -229,6 +229,72 @@ fn profile(plain: &Model, constant: &Model, rounds: usize) {
     }
 }
 
+/// An experiment: the VJP graph with the parameters built in (as the forward's rollout
+/// sessions), its build time and its runs against the plain VJP's, alternating.
+fn vjp_constant(plain: &Model, rounds: usize) {
+    let g = plain
+        .graphs()
+        .find(|(n, _)| *n == "velocity_vjp")
+        .map(|(_, g)| g)
+        .expect("graph");
+    let p = &plain.params;
+    let names: Vec<&str> = g
+        .inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| p.values.contains_key(*n))
+        .collect();
+    let values: Vec<ArrayD<f32>> = names
+        .iter()
+        .map(|n| p.values[*n].as_standard_layout().into_owned())
+        .collect();
+    let constants: Vec<unigrpo::runtime::Constant<'_>> = names
+        .iter()
+        .zip(&values)
+        .map(|(n, v)| unigrpo::runtime::Constant {
+            name: n,
+            shape: v.shape(),
+            data: v.as_slice().expect("standard layout"),
+        })
+        .collect();
+    let t = Instant::now();
+    let built = g.with_constants(&constants).expect("VJP with constants");
+    let build = t.elapsed().as_secs_f64() * 1e3;
+    let r = rows(plain, 80);
+    let (mut ga, mut gb) = (unigrpo::nets::Grads::new(), unigrpo::nets::Grads::new());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds + 1 {
+        a.push(time_ms(&mut || {
+            plain
+                .image
+                .velocity_vjp(p, &r.x, &r.t, &r.cond, &r.cot, &mut ga, None)
+                .expect("vjp");
+        }));
+        b.push(time_ms(&mut || {
+            plain
+                .image
+                .velocity_vjp_with(Some(&built), p, &r.x, &r.t, &r.cond, &r.cot, &mut gb, None)
+                .expect("vjp");
+        }));
+    }
+    let worst = ga
+        .iter()
+        .map(|(k, x)| {
+            let y = &gb[k];
+            let m = x.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+            x.iter()
+                .zip(y.iter())
+                .fold(0f64, |e, (u, v)| e.max((u - v).abs()))
+                / m
+        })
+        .fold(0f64, f64::max);
+    println!(
+        "velocity_vjp 80 rows: plain {:.1} ms, weights built in {:.1} ms (build {build:.0} ms); gradients' worst relative difference {worst:.1e}",
+        median(a),
+        median(b)
+    );
+}
+
 fn time_ms(f: &mut dyn FnMut()) -> f64 {
     let t = Instant::now();
     f();
@@ -311,6 +377,9 @@ fn main() {
         println!("velocity_vjp {b} rows: {:.1} ms", median(v));
     }
 
+    if env("UNIGRPO_BENCH_VJP_CONSTANT", 0) == 1 {
+        vjp_constant(&plain, rounds);
+    }
     if env("UNIGRPO_BENCH_PROFILE", 1) == 1 {
         profile(&plain, &constant, rounds);
     }

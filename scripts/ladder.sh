@@ -21,7 +21,11 @@
 # The SFT model is evaluated the same way once per rung (RUNG-sft.json). Evaluations use noise
 # seed 100, the ODE sampler and reasoning on. Results go to runs/ladder/RUNG-LABEL-seedS/
 # (train.log, metrics.jsonl, eval.json). UNIGRPO_BIN overrides the binary (copy it there first
-# when you keep building while runs go on), STEPS the number of steps.
+# when you keep building while runs go on), STEPS the number of steps. RANKS=N trains as N MPI
+# ranks (`mpirun -n N`, the binary of `make mpi` or UNIGRPO_MPI_BIN, one intra-op thread each)
+# with the global batch unchanged (the manifest's prompts per step split over the ranks; the
+# samples are the single process's by global index, so results agree to rounding): 1.6-1.9x one
+# process on a 2-core machine. A run may change RANKS between interruptions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${UNIGRPO_BIN:-./target/release/unigrpo}
@@ -42,6 +46,19 @@ fi
 flags=("$@")
 root=runs/ladder
 mkdir -p "$root"
+
+# how `train` starts: alone, or as RANKS MPI ranks sharing the manifest's prompts per step
+ranks=${RANKS:-1}
+launch=("$bin")
+if [ "$ranks" -gt 1 ]; then
+  mpibin=${UNIGRPO_MPI_BIN:-target/mpi/release/unigrpo}
+  [ -x "$mpibin" ] || { echo "RANKS=$ranks needs the MPI build: make mpi (or UNIGRPO_MPI_BIN)" >&2; exit 1; }
+  per_step=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"]["prompts_per_step"])' "$model/unigrpo.json")
+  (( per_step % ranks == 0 )) || { echo "RANKS=$ranks does not divide the $per_step prompts per step" >&2; exit 1; }
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  launch=(mpirun -n "$ranks" --bind-to none "$mpibin")
+  flags+=(--prompts-per-step $(( per_step / ranks )) --threads 1)
+fi
 
 # rung -> train prompt file, eval prompt file, samples per eval prompt, steps, extra flags
 setup() {
@@ -78,7 +95,7 @@ rung1|rung2|rung3|rung4)
     resume=()
     [ -f "$out/checkpoint.safetensors" ] && resume=(--resume "$out/checkpoint.safetensors")
     if [ ! -f "$out/model/unigrpo.json" ] || [ "$(wc -l < "$out/metrics.jsonl")" -lt "$steps" ]; then
-      "$bin" train --model "$model" --prompts "$train" --reward shapes --steps "$steps" --seed "$s" \
+      "${launch[@]}" train --model "$model" --prompts "$train" --reward shapes --steps "$steps" --seed "$s" \
         --checkpoint-every 10 --samples-every 50 --out "$out" "${resume[@]}" "${extra[@]}" "${flags[@]}" \
         >> "$out/train.log" 2>&1
     fi
