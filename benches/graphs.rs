@@ -6,7 +6,10 @@
 //!   share of trained steps), plain and constant, median of UNIGRPO_BENCH_ROUNDS rounds;
 //! - `velocity_vjp` at 80 rows;
 //! - the default trainer step (4 prompts x group 8) split into rollout, rewards and each
-//!   optimiser step, with the ONNX Runtime time of each graph, for both models (skipped with
+//!   optimiser step, with the ONNX Runtime time of each graph, for three models: plain weights,
+//!   weights built in, and weights built in with the later updates recomputing their forward
+//!   (`ModelOptions::recompute_activations`); UNIGRPO_BENCH_TRAINERS=constant,recompute (say)
+//!   runs only those (skipped with
 //!   UNIGRPO_BENCH_STEPS=0);
 //! - ONNX Runtime's own profile of the forward (plain and built in) and of the VJP at 80 rows:
 //!   milliseconds per run, GFLOP/s of the matrix products and the operator types' shares
@@ -304,7 +307,7 @@ fn time_ms(f: &mut dyn FnMut()) -> f64 {
 fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shapes");
     let device = std::env::var("UNIGRPO_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let load = |plain: bool, device: &str| {
+    let load_with = |plain: bool, recompute: bool, device: &str| {
         Arc::new(
             Model::load(
                 &dir,
@@ -312,12 +315,14 @@ fn main() {
                     device: device.to_string(),
                     intra_threads: env("UNIGRPO_BENCH_THREADS", 0),
                     plain_weights: plain,
+                    recompute_activations: recompute,
                     ..Default::default()
                 },
             )
             .expect("load model"),
         )
     };
+    let load = |plain: bool, device: &str| load_with(plain, false, device);
     let (plain, constant) = (load(true, &device), load(false, &device));
     println!("== device {device}");
     if device != "cpu" || env("UNIGRPO_BENCH_AGREE", 0) == 1 {
@@ -395,18 +400,26 @@ fn main() {
         "two red circles",
         "a blue square left of a green triangle",
     ];
-    let mut trainers: Vec<(&str, Arc<Model>, unigrpo::train::Trainer)> =
-        [("plain", &plain), ("constant", &constant)]
-            .into_iter()
-            .map(|(n, m)| {
-                let cfg = unigrpo::TrainConfig::defaults(&**m);
-                (
-                    n,
-                    m.clone(),
-                    unigrpo::train::Trainer::new(m.clone(), cfg).expect("trainer"),
-                )
-            })
-            .collect();
+    // weights built in, the later updates' forward and VJP recomputing (the old path)
+    let recompute = load_with(false, true, &device);
+    let mut trainers: Vec<(&str, Arc<Model>, unigrpo::train::Trainer)> = [
+        ("plain", &plain),
+        ("constant", &constant),
+        ("recompute", &recompute),
+    ]
+    .into_iter()
+    .filter(|(n, _)| {
+        std::env::var("UNIGRPO_BENCH_TRAINERS").map_or(true, |l| l.split(',').any(|x| x == *n))
+    })
+    .map(|(n, m)| {
+        let cfg = unigrpo::TrainConfig::defaults(&**m);
+        (
+            n,
+            m.clone(),
+            unigrpo::train::Trainer::new(m.clone(), cfg).expect("trainer"),
+        )
+    })
+    .collect();
     let mut phases: Vec<Vec<Vec<f64>>> = vec![Vec::new(); trainers.len()];
     for s in 0..=steps {
         for (k, (_, model, t)) in trainers.iter_mut().enumerate() {
@@ -448,6 +461,9 @@ fn main() {
     }
     let names: Vec<&str> = plain.graphs().map(|(n, _)| n).collect();
     for (k, (label, _, t)) in trainers.iter().enumerate() {
+        if phases[k].is_empty() {
+            continue;
+        }
         let u = t.config().updates_per_step as usize;
         let col = |i: usize| median(phases[k].iter().map(|r| r[i]).collect()) * 1e3;
         let mut line = format!(

@@ -36,6 +36,11 @@ pub struct ModelOptions {
     /// a parameter set built in (`ImageNet::velocity_constant`): slower on the CPU, no extra
     /// sessions in memory. For comparisons.
     pub plain_weights: bool,
+    /// Compute an off-policy update's gradients (the second and later optimiser steps of a
+    /// trainer step) with a separate forward and a VJP graph that recomputes it, instead of one
+    /// forward that keeps the values its backward needs (`ImageNet::velocity_saving`): slower,
+    /// without the saved values' memory (about 520 MB per 80-row micro-batch of tiny-shapes).
+    pub recompute_activations: bool,
 }
 
 /// The most threads of either kind a pool may have per core this process may use: more only
@@ -109,6 +114,7 @@ impl Model {
             take("velocity_vjp"),
             take("decoder"),
             opts.plain_weights,
+            opts.recompute_activations,
         );
         log::info!(
             "loaded {} from {} on {}",

@@ -595,3 +595,94 @@ fn profiled_sessions_count_runs_and_arithmetic() {
     let per_op: f64 = b.ops.iter().map(|o| o.flops).sum();
     assert_eq!(per_op, b.flops);
 }
+
+/// `velocity_vjp` cut at its cotangent (`ImageNet::velocity_saving` + `velocity_backward`): the
+/// forward gives the velocity and the backward the VJP's gradients, to rounding (other
+/// sessions, other fusions); a model that recomputes has no split.
+#[test]
+fn a_forward_that_keeps_its_values_and_its_backward_match_the_vjp() {
+    split_matches_vjp(&shapes_dir(), "a blue square left of a green triangle");
+    // a package whose VJP passes zero gradients through as initializers, its hand-off from the
+    // text graph as conditioning
+    split_matches_vjp(&shared_dir(), "a red circle");
+}
+
+fn split_matches_vjp(dir: &std::path::Path, prompt: &str) {
+    use ndarray::{Array1, ArrayD, IxDyn};
+    let model = load(dir);
+    let p = &*model.params;
+    let b = 3;
+    let ctx = vec![model.tokenizer.encode(prompt).unwrap(); b];
+    let cond = unigrpo::generate::build_conditioning(&model, p, &ctx, None).unwrap();
+    let sh = model.image.latent_shape.clone();
+    let n = b * model.image.latent_len();
+    let x = ArrayD::from_shape_vec(
+        IxDyn(&[b, sh[0], sh[1], sh[2]]),
+        (0..n).map(|k| (k as f32 * 0.13).sin()).collect(),
+    )
+    .unwrap();
+    let t = Array1::from(vec![0.8f32, 0.45, 0.1]).into_dyn();
+    let cot = ArrayD::from_shape_vec(
+        IxDyn(&[b, sh[0], sh[1], sh[2]]),
+        (0..n).map(|k| (k as f32 * 0.71).cos() * 0.3).collect(),
+    )
+    .unwrap();
+    let rel = |a: &ArrayD<f64>, b: &ArrayD<f64>| {
+        let m = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+        a.iter()
+            .zip(b.iter())
+            .fold(0f64, |e, (x, y)| e.max((x - y).abs()))
+            / m
+    };
+    assert!(model.image.saves_activations());
+    let want_v = model.image.velocity(p, &x, &t, &cond.inputs, None).unwrap();
+    let mut want_g = unigrpo::nets::Grads::new();
+    model
+        .image
+        .velocity_vjp(p, &x, &t, &cond.inputs, &cot, &mut want_g, None)
+        .unwrap();
+    let (v, saved) = model
+        .image
+        .velocity_saving(p, &x, &t, &cond.inputs, None)
+        .unwrap()
+        .expect("a split");
+    assert!(saved.bytes() > n * 4, "{} bytes saved", saved.bytes());
+    let dv = rel(&v.mapv(|a| a as f64), &want_v.mapv(|a| a as f64));
+    assert!(dv < 1e-5, "velocity: relative difference {dv:e}");
+    let mut got_g = unigrpo::nets::Grads::new();
+    model
+        .image
+        .velocity_backward(&saved, p, &x, &t, &cond.inputs, &cot, &mut got_g, None)
+        .unwrap();
+    assert_eq!(
+        got_g.keys().collect::<Vec<_>>(),
+        want_g.keys().collect::<Vec<_>>()
+    );
+    for (k, w) in &want_g {
+        let d = rel(&got_g[k], w);
+        assert!(d < 1e-4, "grad.{k}: relative difference {d:e}");
+    }
+    // a second backward from the same saved values gives the same gradients again
+    let mut again = unigrpo::nets::Grads::new();
+    model
+        .image
+        .velocity_backward(&saved, p, &x, &t, &cond.inputs, &cot, &mut again, None)
+        .unwrap();
+    assert_eq!(again, got_g);
+    let recompute = Model::load(
+        dir,
+        &unigrpo::ModelOptions {
+            device: "cpu".into(),
+            intra_threads: 1,
+            recompute_activations: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!recompute.image.saves_activations());
+    assert!(recompute
+        .image
+        .velocity_saving(p, &x, &t, &cond.inputs, None)
+        .unwrap()
+        .is_none());
+}

@@ -79,6 +79,11 @@ pub struct RuntimeArgs {
     /// set built in): slower on the CPU, less memory; for comparisons.
     #[arg(long)]
     pub plain_weights: bool,
+    /// Off-policy updates (the second and later of a step) run a separate forward and a VJP
+    /// that recomputes it, instead of one forward that keeps the values its backward reads:
+    /// slower, without their memory (about 520 MB per 80-row micro-batch of tiny-shapes)
+    #[arg(long)]
+    pub recompute_activations: bool,
 }
 
 impl RuntimeArgs {
@@ -96,6 +101,7 @@ impl RuntimeArgs {
                 verify: Verify::from_name(&self.verify).unwrap_or_default(),
                 strict_vocabulary: self.strict_vocabulary,
                 plain_weights: self.plain_weights,
+                recompute_activations: self.recompute_activations,
             },
         )?;
         eprintln!(

@@ -47,6 +47,35 @@ pub struct ImageNet {
     constant_build_nanos: AtomicU64,
     constant_run_nanos: AtomicU64,
     constant_runs: AtomicU64,
+    /// `velocity_vjp` cut at its cotangent into a forward that keeps what the backward reads and
+    /// that backward (`velocity_saving`), built on first use; None inside: the model recomputes
+    /// (`ModelOptions::recompute_activations`).
+    split: Option<Mutex<Option<SplitState>>>,
+}
+
+/// The split once tried: its sessions, or why the graph keeps the recomputing path.
+type SplitState = std::result::Result<Arc<VjpSplit>, String>;
+
+/// `velocity_vjp` in two sessions (`Graph::split_at`).
+struct VjpSplit {
+    forward: Graph,
+    backward: Graph,
+    saved: Vec<String>,
+    grads: Vec<String>,
+}
+
+/// What one `velocity_saving` run keeps for its `velocity_backward`: ONNX Runtime's buffers of
+/// the values the backward reads.
+pub struct SavedForward {
+    split: Arc<VjpSplit>,
+    saved: crate::runtime::Saved,
+}
+
+impl SavedForward {
+    /// Bytes the saved values hold.
+    pub fn bytes(&self) -> usize {
+        self.saved.bytes()
+    }
 }
 
 impl ImageNet {
@@ -56,6 +85,7 @@ impl ImageNet {
         velocity_vjp: Graph,
         decoder: Graph,
         plain_weights: bool,
+        recompute_activations: bool,
     ) -> ImageNet {
         let vjp = VjpPorts::of(&velocity_vjp, "velocity");
         ImageNet {
@@ -69,7 +99,100 @@ impl ImageNet {
             constant_build_nanos: AtomicU64::new(0),
             constant_run_nanos: AtomicU64::new(0),
             constant_runs: AtomicU64::new(0),
+            split: (!recompute_activations).then(|| Mutex::new(None)),
         }
+    }
+
+    /// Whether off-policy gradients run as one forward that keeps its values and one backward
+    /// (`velocity_saving`, `velocity_backward`) rather than a forward and a recomputing VJP.
+    pub fn saves_activations(&self) -> bool {
+        self.split.is_some()
+    }
+
+    fn vjp_split(&self) -> Result<Option<Arc<VjpSplit>>> {
+        let Some(slot) = &self.split else {
+            return Ok(None);
+        };
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = &*s {
+            return Ok(v.as_ref().ok().cloned());
+        }
+        // a graph that cannot be split (or whose parts do not load) keeps the recomputing path
+        let built = self
+            .velocity_vjp
+            .split_at(&["d_velocity"])
+            .map(|(forward, backward, saved)| {
+                let grads = backward
+                    .outputs
+                    .iter()
+                    .filter_map(|p| p.name.strip_prefix("grad.").map(str::to_string))
+                    .collect();
+                Arc::new(VjpSplit {
+                    forward,
+                    backward,
+                    saved,
+                    grads,
+                })
+            })
+            .map_err(|e| {
+                log::warn!(
+                    "{}: recomputing the forward in later updates: {e}",
+                    self.velocity_vjp.path.display()
+                );
+                e.to_string()
+            });
+        let out = built.as_ref().ok().cloned();
+        *s = Some(built);
+        Ok(out)
+    }
+
+    /// The velocity at `x`, `t` under `params` (as `velocity`, to rounding: another session),
+    /// keeping what `velocity_backward` needs for the gradients at the same point; None when the
+    /// model recomputes (`ModelOptions::recompute_activations`).
+    pub fn velocity_saving(
+        &self,
+        params: &ParamSet,
+        x: &ArrayD<f32>,
+        t: &ArrayD<f32>,
+        cond: &[(String, Tensor)],
+        cancel: Option<&CancelToken>,
+    ) -> Result<Option<(ArrayD<f32>, SavedForward)>> {
+        let Some(split) = self.vjp_split()? else {
+            return Ok(None);
+        };
+        let inputs = Self::inputs(&split.forward, params, x, t, cond);
+        let (mut out, saved) =
+            split
+                .forward
+                .run_saving(&inputs, &["velocity"], &split.saved, cancel)?;
+        let v = out.remove(0).into_f32()?;
+        Ok(Some((v, SavedForward { split, saved })))
+    }
+
+    /// The parameter gradients of `sum(cotangent * v)` at the point of `saved`'s forward (the
+    /// same `params`, `x`, `t` and conditioning), added into `grads`: `velocity_vjp` without
+    /// recomputing the forward.
+    #[allow(clippy::too_many_arguments)]
+    pub fn velocity_backward(
+        &self,
+        saved: &SavedForward,
+        params: &ParamSet,
+        x: &ArrayD<f32>,
+        t: &ArrayD<f32>,
+        cond: &[(String, Tensor)],
+        cotangent: &ArrayD<f32>,
+        grads: &mut Grads,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
+        let split = &saved.split;
+        let mut inputs = Self::inputs(&split.backward, params, x, t, cond);
+        inputs.push(("d_velocity", TensorView::F32(cotangent.view())));
+        let want: Vec<String> = split.grads.iter().map(|g| format!("grad.{g}")).collect();
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        let outs = split
+            .backward
+            .run_with_saved(&inputs, &saved.saved, &want, cancel)?;
+        super::add_grads(grads, &split.grads, outs)
     }
 
     pub(crate) fn graphs(&self) -> [(&'static str, &Graph); 3] {

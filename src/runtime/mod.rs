@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use ort::session::{RunOptions, Session, SessionInputValue};
-use ort::value::{TensorRef, ValueType};
+use ort::value::{DynValue, TensorRef, ValueType};
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind, Result};
@@ -256,6 +256,65 @@ impl Graph {
         want: &[&str],
         cancel: Option<&CancelToken>,
     ) -> Result<Vec<Tensor>> {
+        Ok(self.run_inner(inputs, None, want, &[], cancel)?.0)
+    }
+
+    /// `run`, also keeping the outputs named in `keep` as ONNX Runtime holds them (no copy), for
+    /// a later `run_with_saved` of the second part of a split graph (`split_at`).
+    pub fn run_saving(
+        &self,
+        inputs: &[(&str, TensorView<'_>)],
+        want: &[&str],
+        keep: &[String],
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Vec<Tensor>, Saved)> {
+        let (out, values) = self.run_inner(inputs, None, want, keep, cancel)?;
+        Ok((out, Saved { values }))
+    }
+
+    /// `run` with the values `saved` (from `run_saving`) as further inputs.
+    pub fn run_with_saved(
+        &self,
+        inputs: &[(&str, TensorView<'_>)],
+        saved: &Saved,
+        want: &[&str],
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<Tensor>> {
+        Ok(self.run_inner(inputs, Some(saved), want, &[], cancel)?.0)
+    }
+
+    /// This graph cut at the inputs `cut` (a VJP graph at its cotangents) into two sessions:
+    /// the first runs what does not depend on them and also returns the values the second
+    /// needs (their names, the third item); the second takes the same inputs plus those values.
+    /// One forward and one backward then replace a forward followed by a VJP that recomputes it.
+    pub fn split_at(&self, cut: &[&str]) -> Result<(Graph, Graph, Vec<String>)> {
+        let split = onnx_edit::split_at(&self.bytes, cut)
+            .map_err(|e| e.context(format!("{}", self.path.display())))?;
+        let first = Self::from_bytes(
+            &format!("{}.forward", self.name),
+            &self.path,
+            std::sync::Arc::new(split.forward),
+            &self.cfg,
+            self.env,
+        )?;
+        let second = Self::from_bytes(
+            &format!("{}.backward", self.name),
+            &self.path,
+            std::sync::Arc::new(split.backward),
+            &self.cfg,
+            self.env,
+        )?;
+        Ok((first, second, split.saved))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: &[(&str, TensorView<'_>)],
+        extra: Option<&Saved>,
+        want: &[&str],
+        keep: &[String],
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Vec<Tensor>, Kept)> {
         // ONNX Runtime needs row-major data: copy the rare view that is not.
         let owned: Vec<Option<Tensor>> = inputs
             .iter()
@@ -272,7 +331,8 @@ impl Graph {
                 _ => None,
             })
             .collect();
-        let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(inputs.len() + extra.map_or(0, |s| s.values.len()));
         for ((name, v), o) in inputs.iter().zip(&owned) {
             let v = o.as_ref().map(Tensor::view).unwrap_or_else(|| v.reborrow());
             let value: SessionInputValue<'_> = match v {
@@ -281,6 +341,11 @@ impl Graph {
                 TensorView::U8(a) => TensorRef::from_array_view(a)?.into(),
             };
             feed.push((Cow::Borrowed(*name), value));
+        }
+        if let Some(s) = extra {
+            for (name, v) in &s.values {
+                feed.push((Cow::Borrowed(name.as_str()), v.into()));
+            }
         }
         let opts = std::sync::Arc::new(RunOptions::new()?);
         let _reg = cancel.map(|c| c.register(opts.clone()));
@@ -293,10 +358,14 @@ impl Graph {
         self.run_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.runs.fetch_add(1, Ordering::Relaxed);
-        let outputs =
+        let mut outputs =
             outputs.map_err(|e| Error::from(e).context(format!("graph {}", self.name)))?;
         let names: Vec<&str> = if want.is_empty() {
-            self.outputs.iter().map(|p| p.name.as_str()).collect()
+            self.outputs
+                .iter()
+                .map(|p| p.name.as_str())
+                .filter(|n| !keep.iter().any(|k| k == n))
+                .collect()
         } else {
             want.to_vec()
         };
@@ -310,7 +379,39 @@ impl Graph {
                     .map_err(|e| e.context(format!("graph {} output {n}", self.name)))?,
             );
         }
-        Ok(out)
+        let mut kept = Vec::with_capacity(keep.len());
+        for n in keep {
+            let v = outputs.remove(n.as_str()).ok_or_else(|| {
+                Error::format(format!("graph {}: no output named {n} to keep", self.name))
+            })?;
+            kept.push((n.clone(), v));
+        }
+        Ok((out, kept))
+    }
+}
+
+/// Outputs a run keeps as ONNX Runtime holds them, by name.
+type Kept = Vec<(String, DynValue)>;
+
+/// Values one run of a split graph's first part keeps for its second (`Graph::run_saving`):
+/// ONNX Runtime's own buffers, handed on without a copy.
+pub struct Saved {
+    values: Vec<(String, DynValue)>,
+}
+
+impl Saved {
+    /// Bytes held (tensor elements times their size).
+    pub fn bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|(_, v)| match v.dtype() {
+                ValueType::Tensor { ty, shape, .. } => {
+                    shape.iter().map(|&d| d.max(0) as usize).product::<usize>()
+                        * ty.byte_size(1).unwrap_or(0)
+                }
+                _ => 0,
+            })
+            .sum()
     }
 }
 

@@ -200,6 +200,231 @@ pub fn freeze_inputs(model: &[u8], constants: &[Constant<'_>]) -> Result<Vec<u8>
     Ok(out)
 }
 
+const GRAPH_NODE: u32 = 1;
+const GRAPH_OUTPUT: u32 = 12;
+const GRAPH_VALUE_INFO: u32 = 13;
+const NODE_INPUT: u32 = 1;
+const NODE_OUTPUT: u32 = 2;
+const NODE_OP_TYPE: u32 = 4;
+
+/// A graph cut in two at the nodes that depend on some of its inputs (a VJP graph at its
+/// cotangents): `forward` runs the rest and also returns the `saved` values the second part
+/// reads; `backward` takes every original input plus the saved values and returns the outputs
+/// that depend on the cut inputs. `forward` returns the original outputs that do not.
+#[derive(Debug)]
+pub struct Split {
+    pub forward: Vec<u8>,
+    pub backward: Vec<u8>,
+    pub saved: Vec<String>,
+}
+
+struct Node<'a> {
+    whole: &'a [u8],
+    inputs: Vec<&'a str>,
+    outputs: Vec<&'a str>,
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str> {
+    std::str::from_utf8(b).map_err(|_| bad(&format!("{what} is not UTF-8")))
+}
+
+fn node<'a>(f: &Field<'a>) -> Result<Node<'a>> {
+    let mut n = Node {
+        whole: f.whole,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+    };
+    for g in fields(f.payload)? {
+        match (g.num, g.wire) {
+            (NODE_INPUT, WIRE_LEN) => n.inputs.push(utf8(g.payload, "node input")?),
+            (NODE_OUTPUT, WIRE_LEN) => n.outputs.push(utf8(g.payload, "node output")?),
+            (NODE_OP_TYPE, WIRE_LEN) => {
+                let op = utf8(g.payload, "op type")?;
+                if matches!(op, "If" | "Loop" | "Scan") {
+                    return Err(Error::format(format!(
+                        "ONNX graph: a {op} node's subgraph may read outer values; such a graph is not split"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
+fn tensor_name(t: &[u8]) -> Result<&str> {
+    for f in fields(t)? {
+        if f.num == TENSOR_NAME && f.wire == WIRE_LEN {
+            return utf8(f.payload, "initializer name");
+        }
+    }
+    Err(bad("initializer without a name"))
+}
+
+/// Split the serialised model `model` at the graph inputs `cut` (see `Split`). Every saved value
+/// must be typed in the graph's value_info (exporters write it for every intermediate).
+pub fn split_at(model: &[u8], cut: &[&str]) -> Result<Split> {
+    let top = fields(model)?;
+    let graphs: Vec<&Field<'_>> = top
+        .iter()
+        .filter(|f| f.num == MODEL_GRAPH && f.wire == WIRE_LEN)
+        .collect();
+    let [graph] = graphs[..] else {
+        return Err(bad(&format!("{} graphs in the model", graphs.len())));
+    };
+    let gf = fields(graph.payload)?;
+    let mut nodes = Vec::new();
+    let mut inits: Vec<(&str, &[u8])> = Vec::new();
+    let mut inputs: Vec<(&str, &[u8])> = Vec::new();
+    let mut outputs: Vec<(&str, &[u8])> = Vec::new();
+    let mut infos: std::collections::HashMap<&str, &[u8]> = Default::default();
+    let mut other: Vec<&[u8]> = Vec::new();
+    for f in &gf {
+        match (f.num, f.wire) {
+            (GRAPH_NODE, WIRE_LEN) => nodes.push(node(f)?),
+            (GRAPH_INITIALIZER, WIRE_LEN) => inits.push((tensor_name(f.payload)?, f.whole)),
+            (GRAPH_INPUT, WIRE_LEN) => inputs.push((value_info_name(f.payload)?, f.payload)),
+            (GRAPH_OUTPUT, WIRE_LEN) => outputs.push((value_info_name(f.payload)?, f.payload)),
+            (GRAPH_VALUE_INFO, WIRE_LEN) => {
+                infos.insert(value_info_name(f.payload)?, f.payload);
+            }
+            _ => other.push(f.whole),
+        }
+    }
+    for c in cut {
+        if !inputs.iter().any(|(n, _)| n == c) {
+            return Err(Error::invalid(format!(
+                "ONNX graph has no input named {c} to split at"
+            )));
+        }
+    }
+    // the nodes that depend on a cut input, in the graph's (topological) order
+    let mut tainted: std::collections::HashSet<&str> = cut.iter().copied().collect();
+    let mut second = vec![false; nodes.len()];
+    for (k, n) in nodes.iter().enumerate() {
+        if n.inputs.iter().any(|i| tainted.contains(i)) {
+            second[k] = true;
+            tainted.extend(n.outputs.iter().copied());
+        }
+    }
+    let made_first: std::collections::HashSet<&str> = nodes
+        .iter()
+        .zip(&second)
+        .filter(|(_, s)| !**s)
+        .flat_map(|(n, _)| n.outputs.iter().copied())
+        .collect();
+    let mut saved: Vec<&str> = Vec::new();
+    for (n, _) in nodes.iter().zip(&second).filter(|(_, s)| **s) {
+        for i in &n.inputs {
+            if made_first.contains(i) && !saved.contains(i) {
+                saved.push(i);
+            }
+        }
+    }
+    let mut saved_infos = Vec::with_capacity(saved.len());
+    for s in &saved {
+        saved_infos.push(*infos.get(s).ok_or_else(|| {
+            Error::format(format!(
+                "ONNX graph: value {s} crosses the split but has no type in value_info"
+            ))
+        })?);
+    }
+    // an output no node makes (an initializer or an input passed through, as a zero gradient
+    // can be) goes with the second part
+    let second_output = |o: &str| tainted.contains(o) || !made_first.contains(o);
+    let build = |part: bool, graph_inputs: Vec<&[u8]>, graph_outputs: Vec<&[u8]>| -> Vec<u8> {
+        let mine: Vec<&Node<'_>> = nodes
+            .iter()
+            .zip(&second)
+            .filter(|(_, s)| **s == part)
+            .map(|(n, _)| n)
+            .collect();
+        let mut used: std::collections::HashSet<&str> =
+            mine.iter().flat_map(|n| n.inputs.iter().copied()).collect();
+        used.extend(
+            outputs
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| part == second_output(n)),
+        );
+        let made: std::collections::HashSet<&str> = mine
+            .iter()
+            .flat_map(|n| n.outputs.iter().copied())
+            .collect();
+        let mut g = Vec::with_capacity(graph.payload.len());
+        for n in &mine {
+            g.extend_from_slice(n.whole);
+        }
+        for (name, whole) in &inits {
+            if used.contains(name) {
+                g.extend_from_slice(whole);
+            }
+        }
+        // value infos (payloads) as the graph's inputs and outputs
+        for w in &graph_inputs {
+            put_bytes(&mut g, GRAPH_INPUT, w);
+        }
+        for w in &graph_outputs {
+            put_bytes(&mut g, GRAPH_OUTPUT, w);
+        }
+        let declared: std::collections::HashSet<&str> = outputs
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(saved.iter().copied())
+            .collect();
+        for f in &gf {
+            if f.num == GRAPH_VALUE_INFO && f.wire == WIRE_LEN {
+                if let Ok(n) = value_info_name(f.payload) {
+                    if made.contains(n) && !declared.contains(n) {
+                        g.extend_from_slice(f.whole);
+                    }
+                }
+            }
+        }
+        for o in &other {
+            g.extend_from_slice(o);
+        }
+        let mut m = Vec::with_capacity(g.len() + 256);
+        for f in &top {
+            if std::ptr::eq(f, graph) {
+                put_bytes(&mut m, MODEL_GRAPH, &g);
+            } else {
+                m.extend_from_slice(f.whole);
+            }
+        }
+        m
+    };
+    // both parts take every original input (the first all but the cut ones), so one feed fits
+    let first_inputs: Vec<&[u8]> = inputs
+        .iter()
+        .filter(|(n, _)| !cut.contains(n))
+        .map(|(_, w)| *w)
+        .collect();
+    let first_outputs: Vec<&[u8]> = outputs
+        .iter()
+        .filter(|(n, _)| made_first.contains(n))
+        .map(|(_, w)| *w)
+        .chain(saved_infos.iter().copied())
+        .collect();
+    let forward = build(false, first_inputs, first_outputs);
+    let second_inputs: Vec<&[u8]> = inputs
+        .iter()
+        .map(|(_, w)| *w)
+        .chain(saved_infos.iter().copied())
+        .collect();
+    let second_outputs: Vec<&[u8]> = outputs
+        .iter()
+        .filter(|(n, _)| second_output(n))
+        .map(|(_, w)| *w)
+        .collect();
+    let backward = build(true, second_inputs, second_outputs);
+    Ok(Split {
+        forward,
+        backward,
+        saved: saved.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +502,116 @@ mod tests {
         );
         assert!(size.unwrap_err().message().contains("holds 3 values"));
         assert!(freeze_inputs(&model[..model.len() - 3], &[]).is_err());
+    }
+
+    fn node_bytes(op: &str, inputs: &[&str], outputs: &[&str]) -> Vec<u8> {
+        let mut n = Vec::new();
+        for i in inputs {
+            put_bytes(&mut n, NODE_INPUT, i.as_bytes());
+        }
+        for o in outputs {
+            put_bytes(&mut n, NODE_OUTPUT, o.as_bytes());
+        }
+        put_bytes(&mut n, NODE_OP_TYPE, op.as_bytes());
+        n
+    }
+
+    fn info(name: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        put_bytes(&mut v, VALUE_INFO_NAME, name.as_bytes());
+        v
+    }
+
+    /// (node op types, input names, output names) of a serialised model's graph.
+    fn parts(model: &[u8]) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let top = fields(model).unwrap();
+        let g = top.iter().find(|f| f.num == MODEL_GRAPH).unwrap();
+        let (mut ops, mut ins, mut outs) = (Vec::new(), Vec::new(), Vec::new());
+        for f in fields(g.payload).unwrap() {
+            match f.num {
+                GRAPH_NODE => {
+                    let n = node(&f).unwrap();
+                    ops.push(format!("{}->{}", n.inputs.join(","), n.outputs.join(",")));
+                }
+                GRAPH_INPUT => ins.push(value_info_name(f.payload).unwrap().to_string()),
+                GRAPH_OUTPUT => outs.push(value_info_name(f.payload).unwrap().to_string()),
+                _ => {}
+            }
+        }
+        (ops, ins, outs)
+    }
+
+    /// y = sin(x) * x with its "VJP" g = d_y * sin(x): cut at d_y, the forward keeps s = sin(x).
+    #[test]
+    fn a_graph_is_split_at_its_cotangent_with_the_values_that_cross() {
+        let mut g = Vec::new();
+        put_bytes(&mut g, GRAPH_NODE, &node_bytes("Sin", &["x"], &["s"]));
+        put_bytes(&mut g, GRAPH_NODE, &node_bytes("Mul", &["s", "x"], &["y"]));
+        put_bytes(
+            &mut g,
+            GRAPH_NODE,
+            &node_bytes("Mul", &["d_y", "s"], &["g"]),
+        );
+        put_bytes(&mut g, GRAPH_INPUT, &info("x"));
+        put_bytes(&mut g, GRAPH_INPUT, &info("d_y"));
+        put_bytes(&mut g, GRAPH_OUTPUT, &info("y"));
+        put_bytes(&mut g, GRAPH_OUTPUT, &info("g"));
+        // a zero gradient that is an initializer passed through: it goes with the second part
+        let z = tensor_proto(&Constant {
+            name: "z",
+            shape: &[1],
+            data: &[0.0],
+        });
+        put_bytes(&mut g, GRAPH_INITIALIZER, &z);
+        put_bytes(&mut g, GRAPH_OUTPUT, &info("z"));
+        put_bytes(&mut g, GRAPH_VALUE_INFO, &info("s"));
+        let mut m = Vec::new();
+        put_key(&mut m, 1, WIRE_VARINT); // ir_version, kept in both parts
+        put_varint(&mut m, 8);
+        put_bytes(&mut m, MODEL_GRAPH, &g);
+        let s = split_at(&m, &["d_y"]).unwrap();
+        assert_eq!(s.saved, ["s"]);
+        let (ops, ins, outs) = parts(&s.forward);
+        assert_eq!(ops, ["x->s", "s,x->y"]);
+        assert_eq!(
+            (ins, outs),
+            (
+                vec!["x".to_string()],
+                vec!["y".to_string(), "s".to_string()]
+            )
+        );
+        let (ops, ins, outs) = parts(&s.backward);
+        assert_eq!(ops, ["d_y,s->g"]);
+        assert_eq!(ins, ["x", "d_y", "s"]);
+        assert_eq!(outs, ["g", "z"]);
+        let inits = |m: &[u8]| {
+            let top = fields(m).unwrap();
+            let g = top.iter().find(|f| f.num == MODEL_GRAPH).unwrap();
+            fields(g.payload)
+                .unwrap()
+                .iter()
+                .filter(|f| f.num == GRAPH_INITIALIZER)
+                .map(|f| tensor_name(f.payload).unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(inits(&s.backward), ["z"]);
+        assert!(inits(&s.forward).is_empty());
+        assert!(s.forward.starts_with(&[0x08, 8]) && s.backward.starts_with(&[0x08, 8]));
+        // a cut input the graph does not have, and a crossing value without a type, are named
+        let e = split_at(&m, &["d_z"]).unwrap_err();
+        assert!(e.to_string().contains("d_z"), "{e}");
+        let untyped: Vec<u8> = {
+            let mut g2 = Vec::new();
+            for f in fields(&g).unwrap() {
+                if f.num != GRAPH_VALUE_INFO {
+                    g2.extend_from_slice(f.whole);
+                }
+            }
+            let mut m2 = Vec::new();
+            put_bytes(&mut m2, MODEL_GRAPH, &g2);
+            m2
+        };
+        let e = split_at(&untyped, &["d_y"]).unwrap_err();
+        assert!(e.to_string().contains("value s crosses the split"), "{e}");
     }
 }

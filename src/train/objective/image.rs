@@ -213,9 +213,21 @@ pub fn terms(
         } else {
             Cow::Borrowed(&ir.cond)
         };
+        // Later updates: one forward that keeps what the backward reads, when the model does
+        // (`ImageNet::velocity_saving`); else a forward here and a recomputing VJP below.
+        let mut saved = None;
         let current = match pass.mode {
             Mode::OnPolicy => None,
-            _ => Some(net.velocity(pass.params, &ir.x, &ir.t, &cond_cur, cancel)?),
+            Mode::LossOnly => Some(net.velocity(pass.params, &ir.x, &ir.t, &cond_cur, cancel)?),
+            Mode::Forward => {
+                match net.velocity_saving(pass.params, &ir.x, &ir.t, &cond_cur, cancel)? {
+                    Some((v, s)) => {
+                        saved = Some(s);
+                        Some(v)
+                    }
+                    None => Some(net.velocity(pass.params, &ir.x, &ir.t, &cond_cur, cancel)?),
+                }
+            }
         };
         let refs = if w.mse > 0.0 || w.kl > 0.0 {
             let cond_ref: Cow<[(String, Tensor)]> = if fresh {
@@ -276,6 +288,10 @@ pub fn terms(
             }
         }
         if pass.mode == Mode::LossOnly || (!any && pass.mode != Mode::OnPolicy) {
+            continue;
+        }
+        if let Some(s) = &saved {
+            net.velocity_backward(s, pass.params, &ir.x, &ir.t, &cond_cur, &cot, grads, cancel)?;
             continue;
         }
         let recomputed =
