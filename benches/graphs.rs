@@ -6,10 +6,11 @@
 //!   share of trained steps), plain and constant, median of UNIGRPO_BENCH_ROUNDS rounds;
 //! - `velocity_vjp` at 80 rows;
 //! - the default trainer step (4 prompts x group 8) split into rollout, rewards and each
-//!   optimiser step, with the ONNX Runtime time of each graph, for three models: plain weights,
-//!   weights built in, and weights built in with the later updates recomputing their forward
-//!   (`ModelOptions::recompute_activations`); UNIGRPO_BENCH_TRAINERS=constant,recompute (say)
-//!   runs only those (skipped with
+//!   optimiser step, with the ONNX Runtime time of each graph, for four models: plain weights,
+//!   weights built in (the default), that with the later updates recomputing their forward
+//!   (`ModelOptions::recompute_activations`: "recompute"), and that with every denoising step
+//!   running the whole velocity graph too (`recompute_context`: "session6", session 6's path);
+//!   UNIGRPO_BENCH_TRAINERS=constant,session6 (say) runs only those (skipped with
 //!   UNIGRPO_BENCH_STEPS=0);
 //! - ONNX Runtime's own profile of the forward (plain and built in) and of the VJP at 80 rows:
 //!   milliseconds per run, GFLOP/s of the matrix products and the operator types' shares
@@ -307,7 +308,7 @@ fn time_ms(f: &mut dyn FnMut()) -> f64 {
 fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shapes");
     let device = std::env::var("UNIGRPO_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let load_with = |plain: bool, recompute: bool, device: &str| {
+    let load_with = |plain: bool, recompute: bool, context: bool, device: &str| {
         Arc::new(
             Model::load(
                 &dir,
@@ -316,13 +317,14 @@ fn main() {
                     intra_threads: env("UNIGRPO_BENCH_THREADS", 0),
                     plain_weights: plain,
                     recompute_activations: recompute,
+                    recompute_context: context,
                     ..Default::default()
                 },
             )
             .expect("load model"),
         )
     };
-    let load = |plain: bool, device: &str| load_with(plain, false, device);
+    let load = |plain: bool, device: &str| load_with(plain, false, false, device);
     let (plain, constant) = (load(true, &device), load(false, &device));
     println!("== device {device}");
     if device != "cpu" || env("UNIGRPO_BENCH_AGREE", 0) == 1 {
@@ -400,12 +402,15 @@ fn main() {
         "two red circles",
         "a blue square left of a green triangle",
     ];
-    // weights built in, the later updates' forward and VJP recomputing (the old path)
-    let recompute = load_with(false, true, &device);
+    // weights built in, the later updates' forward and VJP recomputing; and that with every
+    // denoising step running the whole velocity graph (session 6's path)
+    let recompute = load_with(false, true, false, &device);
+    let session6 = load_with(false, true, true, &device);
     let mut trainers: Vec<(&str, Arc<Model>, unigrpo::train::Trainer)> = [
         ("plain", &plain),
         ("constant", &constant),
         ("recompute", &recompute),
+        ("session6", &session6),
     ]
     .into_iter()
     .filter(|(n, _)| {

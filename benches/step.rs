@@ -3,7 +3,9 @@
 //! UNIGRPO_BENCH_STEPS steps (default 4); prints `step_ms median=... mean=... min=... max=...`
 //! and the median of each phase (`phases_ms rollout ... rewards ... update 1 ... commit ...`; the
 //! rollout includes decoding the reasoning). UNIGRPO_BENCH_PLAIN=1 loads the model with plain
-//! weights (`ModelOptions::plain_weights`).
+//! weights (`ModelOptions::plain_weights`), UNIGRPO_BENCH_RECOMPUTE=1 on session 6's path: the
+//! later updates recomputing their forward and every denoising step running the whole velocity
+//! graph (`ModelOptions::recompute_activations`, `recompute_context`).
 //! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default), UNIGRPO_BENCH_SPIN=1.
 
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ fn main() {
                 intra_threads: env("UNIGRPO_BENCH_THREADS", 0),
                 allow_spinning: env("UNIGRPO_BENCH_SPIN", 0) == 1,
                 plain_weights: env("UNIGRPO_BENCH_PLAIN", 0) == 1,
+                recompute_activations: env("UNIGRPO_BENCH_RECOMPUTE", 0) == 1,
+                recompute_context: env("UNIGRPO_BENCH_RECOMPUTE", 0) == 1,
                 ..Default::default()
             },
         )

@@ -219,9 +219,9 @@ class Step:
         return [marks[i + 1] - marks[i] for i in range(len(marks) - 1)], marks[-1] - marks[0]
 
 
-def unigrpo_round(steps, threads, plain=False):
+def unigrpo_round(steps, threads, plain=False, recompute=False):
     env = dict(os.environ, UNIGRPO_BENCH_STEPS=str(steps), UNIGRPO_BENCH_THREADS=str(threads),
-               UNIGRPO_BENCH_PLAIN="1" if plain else "0")
+               UNIGRPO_BENCH_PLAIN="1" if plain else "0", UNIGRPO_BENCH_RECOMPUTE="1" if recompute else "0")
     out = subprocess.run(["cargo", "bench", "-q", "--bench", "step"], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
     step = float(re.search(r"step_ms median=(\d+)", out).group(1))
@@ -237,6 +237,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plain", action="store_true",
                     help="also time unigrpo with plain weights (--plain-weights) in every round")
+    ap.add_argument("--recompute", action="store_true",
+                    help="also time unigrpo on session 6's path (the later updates recomputing "
+                         "their forward, every denoising step running the whole velocity graph) "
+                         "in every round")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     native_norms()
@@ -246,7 +250,7 @@ def main():
           f"(relative {err:.1e})")
     step = Step(man, text, img, lm, un)
     step.step()  # warm-up
-    torch_steps, torch_phases, ours, our_phases, plain = [], [], [], [], []
+    torch_steps, torch_phases, ours, our_phases, plain, recomp = [], [], [], [], [], []
     for r in range(args.rounds):
         for _ in range(args.steps):
             ph, total = step.step()
@@ -260,6 +264,10 @@ def main():
             sp, _ = unigrpo_round(args.steps, args.threads, plain=True)
             plain.append(sp / 1e3)
             extra = f", unigrpo with plain weights {sp / 1e3:.3f} s/step"
+        if args.recompute:
+            sr, _ = unigrpo_round(args.steps, args.threads, recompute=True)
+            recomp.append(sr / 1e3)
+            extra += f", unigrpo on session 6's path {sr / 1e3:.3f} s/step"
         print(f"round {r + 1}: torch {np.median(torch_steps[-args.steps:]):.3f} s/step, unigrpo {s / 1e3:.3f} s/step"
               + extra, flush=True)
     tm, um = float(np.median(torch_steps)), float(np.median(ours))
@@ -273,6 +281,10 @@ def main():
     if plain:
         pm = float(np.median(plain))
         print(f"unigrpo with plain weights: {pm:.3f} s per step; ratio torch / plain = {tm / pm:.2f}")
+    if recomp:
+        rm = float(np.median(recomp))
+        print(f"unigrpo on session 6's path (recomputing): {rm:.3f} s per step; "
+              f"ratio torch / recompute = {tm / rm:.2f}")
 
 
 if __name__ == "__main__":

@@ -129,16 +129,31 @@ pub fn denoise(
         logprobs: vec![Vec::with_capacity(steps); b],
     });
     let mut z = vec![0f32; d];
-    // every step runs with the same parameters: through a session with them built in
-    let session = model.image.constant_velocity(params)?;
+    // every step runs with the same parameters and conditioning: what depends on them alone is
+    // computed once, through sessions with the parameters built in (else the whole graph runs
+    // every step, through such a session)
+    let prepared = model.image.prepare(params, &cond.inputs, cancel)?;
+    let session = match prepared {
+        Some(_) => None,
+        None => model.image.constant_velocity(params)?,
+    };
     for j in 0..steps {
         progress.report(Stage::Denoising, j as u32, steps as u32, cancel)?;
         let (t, t_next) = (grid[j], grid[j + 1]);
         let tt = Array1::<f32>::from_elem(b, t as f32).into_dyn();
-        let v =
-            model
+        let v = match &prepared {
+            Some(p) => model
                 .image
-                .velocity_with(session.as_deref(), params, &x, &tt, &cond.inputs, cancel)?;
+                .velocity_prepared(p, params, &x, &tt, &cond.inputs, cancel)?,
+            None => model.image.velocity_with(
+                session.as_deref(),
+                params,
+                &x,
+                &tt,
+                &cond.inputs,
+                cancel,
+            )?,
+        };
         let vs = v.as_slice().expect("contiguous");
         let mut next = ArrayD::<f32>::zeros(x.raw_dim());
         {

@@ -41,6 +41,9 @@ pub struct ModelOptions {
     /// forward that keeps the values its backward needs (`ImageNet::velocity_saving`): slower,
     /// without the saved values' memory (about 520 MB per 80-row micro-batch of tiny-shapes).
     pub recompute_activations: bool,
+    /// Run the whole velocity graph at every denoising step, instead of computing what depends
+    /// on the conditioning alone once per loop (`ImageNet::prepare`): slower; for comparisons.
+    pub recompute_context: bool,
 }
 
 /// The most threads of either kind a pool may have per core this process may use: more only
@@ -115,6 +118,7 @@ impl Model {
             take("decoder"),
             opts.plain_weights,
             opts.recompute_activations,
+            opts.recompute_context,
         );
         log::info!(
             "loaded {} from {} on {}",

@@ -686,3 +686,84 @@ fn split_matches_vjp(dir: &std::path::Path, prompt: &str) {
         .unwrap()
         .is_none());
 }
+
+/// The velocity graph cut at `x` and `t` (`ImageNet::prepare` once, `velocity_prepared` per
+/// step) gives the whole graph's velocity to rounding, with weights built in and plain, for
+/// both packages; a model that recomputes the context runs the whole graph.
+#[test]
+fn a_prepared_context_gives_the_whole_graphs_velocity() {
+    use ndarray::{Array1, ArrayD, IxDyn};
+    for (dir, prompt) in [
+        (shapes_dir(), "two red circles above a blue square"),
+        (shared_dir(), "a red circle"),
+    ] {
+        for plain in [false, true] {
+            let model = Model::load(
+                &dir,
+                &unigrpo::ModelOptions {
+                    device: "cpu".into(),
+                    intra_threads: 1,
+                    plain_weights: plain,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let p = &*model.params;
+            let b = 2;
+            let ctx = vec![model.tokenizer.encode(prompt).unwrap(); b];
+            let cond = unigrpo::generate::build_conditioning(&model, p, &ctx, None).unwrap();
+            let sh = model.image.latent_shape.clone();
+            let n = b * model.image.latent_len();
+            let prepared = model
+                .image
+                .prepare(p, &cond.inputs, None)
+                .unwrap()
+                .expect("a cut");
+            for (k, t) in [0.9f32, 0.3].into_iter().enumerate() {
+                let x = ArrayD::from_shape_vec(
+                    IxDyn(&[b, sh[0], sh[1], sh[2]]),
+                    (0..n).map(|i| ((i + 7 * k) as f32 * 0.29).sin()).collect(),
+                )
+                .unwrap();
+                let tt = Array1::from(vec![t; b]).into_dyn();
+                let want = model
+                    .image
+                    .velocity(p, &x, &tt, &cond.inputs, None)
+                    .unwrap();
+                let got = model
+                    .image
+                    .velocity_prepared(&prepared, p, &x, &tt, &cond.inputs, None)
+                    .unwrap();
+                let m = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = got
+                    .iter()
+                    .zip(want.iter())
+                    .fold(0f32, |e, (a, b)| e.max((a - b).abs()))
+                    / m;
+                assert!(
+                    d < 1e-5,
+                    "{} plain {plain} t {t}: relative {d:e}",
+                    dir.display()
+                );
+            }
+        }
+        let whole = Model::load(
+            &dir,
+            &unigrpo::ModelOptions {
+                device: "cpu".into(),
+                intra_threads: 1,
+                recompute_context: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ctx = vec![whole.tokenizer.encode(prompt).unwrap()];
+        let cond =
+            unigrpo::generate::build_conditioning(&whole, &whole.params, &ctx, None).unwrap();
+        assert!(whole
+            .image
+            .prepare(&whole.params, &cond.inputs, None)
+            .unwrap()
+            .is_none());
+    }
+}

@@ -102,6 +102,7 @@ impl RuntimeArgs {
                 strict_vocabulary: self.strict_vocabulary,
                 plain_weights: self.plain_weights,
                 recompute_activations: self.recompute_activations,
+                recompute_context: false,
             },
         )?;
         eprintln!(

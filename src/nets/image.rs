@@ -17,10 +17,27 @@ use crate::runtime::{Constant, Graph, Tensor, TensorView};
 /// model's and the policy's of the current rollout.
 const CONSTANT_SESSIONS: usize = 2;
 
-/// A session of the velocity graph with one parameter set built in, and that set's values.
-struct ConstantSession {
+/// Sessions with one parameter set built in (the velocity graph, or its two parts), and that
+/// set's values.
+struct ConstantSession<T> {
     values: Vec<ArrayD<f32>>,
-    graph: Arc<Graph>,
+    built: Arc<T>,
+}
+
+/// `velocity` cut at `x` and `t` (`Graph::split_at`): the first part computes what depends on
+/// the conditioning and the parameters alone (the text encoder, the cross-attention's keys and
+/// values), once for a denoising loop; the second, every step, takes the saved values.
+pub struct ContextParts {
+    first: Graph,
+    second: Graph,
+    saved: Vec<String>,
+}
+
+/// The first part's values for one batch of conditioning rows (`ImageNet::prepare`), to run
+/// every step of a denoising loop from (`ImageNet::velocity_prepared`).
+pub struct Prepared {
+    parts: Arc<ContextParts>,
+    saved: crate::runtime::Saved,
 }
 
 /// Equal shapes and bit-identical values.
@@ -40,7 +57,13 @@ pub struct ImageNet {
     vjp: VjpPorts,
     /// Sessions with built-in parameters, most recently used first; None: never built
     /// (`ModelOptions::plain_weights`).
-    constant: Option<Mutex<Vec<ConstantSession>>>,
+    constant: Option<Mutex<Vec<ConstantSession<Graph>>>>,
+    /// The same for the two parts of the velocity graph (`prepare`), most recent first.
+    constant_parts: Mutex<Vec<ConstantSession<ContextParts>>>,
+    /// The velocity graph's two parts with the weights as inputs, made on first use; None
+    /// inside: every step runs the whole graph (`ModelOptions::recompute_context`, or a graph
+    /// that cannot be cut).
+    parts: Option<Mutex<Option<std::result::Result<Arc<ContextParts>, String>>>>,
     /// Sessions with built-in parameters built so far, and the time spent building them and
     /// running them (for benchmarks).
     constant_builds: AtomicU64,
@@ -86,6 +109,7 @@ impl ImageNet {
         decoder: Graph,
         plain_weights: bool,
         recompute_activations: bool,
+        recompute_context: bool,
     ) -> ImageNet {
         let vjp = VjpPorts::of(&velocity_vjp, "velocity");
         ImageNet {
@@ -100,7 +124,104 @@ impl ImageNet {
             constant_run_nanos: AtomicU64::new(0),
             constant_runs: AtomicU64::new(0),
             split: (!recompute_activations).then(|| Mutex::new(None)),
+            constant_parts: Mutex::new(Vec::new()),
+            parts: (!recompute_context).then(|| Mutex::new(None)),
         }
+    }
+
+    fn context_parts(&self) -> Option<Arc<ContextParts>> {
+        let slot = self.parts.as_ref()?;
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = &*s {
+            return v.as_ref().ok().cloned();
+        }
+        let built = self
+            .velocity
+            .split_at(&["x", "t"])
+            .map(|(first, second, saved)| {
+                Arc::new(ContextParts {
+                    first,
+                    second,
+                    saved,
+                })
+            })
+            .map_err(|e| {
+                log::warn!(
+                    "{}: every denoising step runs the whole velocity graph: {e}",
+                    self.velocity.path.display()
+                );
+                e.to_string()
+            });
+        let out = built.as_ref().ok().cloned();
+        *s = Some(built);
+        out
+    }
+
+    /// What the velocity graph computes from `cond` and `params` alone, for a denoising loop
+    /// that runs every step with them (`velocity_prepared`): through sessions with `params`
+    /// built in unless the model runs with plain weights. None: the model runs the whole graph
+    /// every step (`ModelOptions::recompute_context`).
+    pub fn prepare(
+        &self,
+        params: &ParamSet,
+        cond: &[(String, Tensor)],
+        cancel: Option<&CancelToken>,
+    ) -> Result<Option<Prepared>> {
+        let Some(plain) = self.context_parts() else {
+            return Ok(None);
+        };
+        let parts = if self.constant.is_some() {
+            let names = self.velocity_param_names(params);
+            Self::constant_cached(
+                &self.constant_parts,
+                params,
+                &names,
+                &self.constant_builds,
+                &self.constant_build_nanos,
+                |constants| {
+                    let only = |g: &Graph| -> Vec<Constant<'_>> {
+                        constants
+                            .iter()
+                            .filter(|c| g.input(c.name).is_some())
+                            .copied()
+                            .collect()
+                    };
+                    Ok(ContextParts {
+                        first: plain.first.with_constants(&only(&plain.first))?,
+                        second: plain.second.with_constants(&only(&plain.second))?,
+                        saved: plain.saved.clone(),
+                    })
+                },
+            )?
+        } else {
+            plain
+        };
+        let mut inputs = feed(&parts.first, params, []);
+        inputs.extend(cond.iter().map(|(n, t)| (n.as_str(), t.view())));
+        let (_, saved) = parts.first.run_saving(&inputs, &[], &parts.saved, cancel)?;
+        Ok(Some(Prepared { parts, saved }))
+    }
+
+    /// `velocity` at `x`, `t` for the conditioning rows and parameters `prepared` was made
+    /// with (the same `params` and `cond` are given again), to rounding: only the part that
+    /// depends on `x` and `t` runs.
+    pub fn velocity_prepared(
+        &self,
+        prepared: &Prepared,
+        params: &ParamSet,
+        x: &ArrayD<f32>,
+        t: &ArrayD<f32>,
+        cond: &[(String, Tensor)],
+        cancel: Option<&CancelToken>,
+    ) -> Result<ArrayD<f32>> {
+        let g = &prepared.parts.second;
+        let inputs = Self::inputs(g, params, x, t, cond);
+        let started = std::time::Instant::now();
+        let out = g.run_with_saved(&inputs, &prepared.saved, &["velocity"], cancel);
+        self.constant_run_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.constant_runs.fetch_add(1, Ordering::Relaxed);
+        out?.remove(0).into_f32()
     }
 
     /// Whether off-policy gradients run as one forward that keeps its values and one backward
@@ -297,18 +418,43 @@ impl ImageNet {
         out?.remove(0).into_f32()
     }
 
-    fn constant_session(
-        &self,
-        cache: &Mutex<Vec<ConstantSession>>,
-        params: &ParamSet,
-    ) -> Result<Arc<Graph>> {
-        let names: Vec<&str> = params
+    /// The parameters the velocity graph takes.
+    fn velocity_param_names<'p>(&self, params: &'p ParamSet) -> Vec<&'p str> {
+        params
             .names
             .iter()
             .filter(|n| self.velocity.input(n).is_some())
             .map(String::as_str)
-            .collect();
-        let same = |s: &ConstantSession| {
+            .collect()
+    }
+
+    fn constant_session(
+        &self,
+        cache: &Mutex<Vec<ConstantSession<Graph>>>,
+        params: &ParamSet,
+    ) -> Result<Arc<Graph>> {
+        let names = self.velocity_param_names(params);
+        Self::constant_cached(
+            cache,
+            params,
+            &names,
+            &self.constant_builds,
+            &self.constant_build_nanos,
+            |constants| self.velocity.with_constants(constants),
+        )
+    }
+
+    /// The sessions `build` makes with the values of `names` built in, from `cache` when the
+    /// values are the same bit for bit (the last `CONSTANT_SESSIONS` sets are kept).
+    fn constant_cached<T>(
+        cache: &Mutex<Vec<ConstantSession<T>>>,
+        params: &ParamSet,
+        names: &[&str],
+        builds: &AtomicU64,
+        build_nanos: &AtomicU64,
+        build: impl FnOnce(&[Constant<'_>]) -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let same = |s: &ConstantSession<T>| {
             s.values.len() == names.len()
                 && names
                     .iter()
@@ -319,7 +465,7 @@ impl ImageNet {
             let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(k) = c.iter().position(same) {
                 let s = c.remove(k);
-                let g = s.graph.clone();
+                let g = s.built.clone();
                 c.insert(0, s);
                 return Ok(g);
             }
@@ -339,20 +485,19 @@ impl ImageNet {
             })
             .collect();
         let started = std::time::Instant::now();
-        let graph = Arc::new(self.velocity.with_constants(&constants)?);
-        self.constant_builds.fetch_add(1, Ordering::Relaxed);
-        self.constant_build_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let built = Arc::new(build(&constants)?);
+        builds.fetch_add(1, Ordering::Relaxed);
+        build_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
         c.insert(
             0,
             ConstantSession {
                 values,
-                graph: graph.clone(),
+                built: built.clone(),
             },
         );
         c.truncate(CONSTANT_SESSIONS);
-        Ok(graph)
+        Ok(built)
     }
 
     /// How many sessions with built-in parameters this network has built.

@@ -7,7 +7,7 @@
 mod image;
 mod text;
 
-pub use image::{ImageNet, SavedForward};
+pub use image::{ContextParts, ImageNet, Prepared, SavedForward};
 pub use text::{LogprobBatch, TextNet, Tokens};
 
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@
 use crate::error::{Error, Result};
 
 /// One value to freeze: the graph input's name, its shape and its f32 data (row-major).
+#[derive(Clone, Copy)]
 pub struct Constant<'a> {
     pub name: &'a str,
     pub shape: &'a [usize],

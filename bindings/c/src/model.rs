@@ -166,6 +166,7 @@ pub unsafe extern "C" fn unigrpo_model_load(
                 strict_vocabulary: opts.strict_vocabulary,
                 plain_weights: false,
                 recompute_activations: false,
+                recompute_context: false,
             },
         )?;
         let info = CString::new(serde_json::to_string(&model.info()).unwrap_or_default())
