@@ -63,7 +63,7 @@ pub struct ImageNet {
     /// The velocity graph's two parts with the weights as inputs, made on first use; None
     /// inside: every step runs the whole graph (`ModelOptions::recompute_context`, or a graph
     /// that cannot be cut).
-    parts: Option<Mutex<Option<std::result::Result<Arc<ContextParts>, String>>>>,
+    parts: Option<Mutex<Option<PartsState>>>,
     /// Sessions with built-in parameters built so far, and the time spent building them and
     /// running them (for benchmarks).
     constant_builds: AtomicU64,
@@ -75,6 +75,9 @@ pub struct ImageNet {
     /// (`ModelOptions::recompute_activations`).
     split: Option<Mutex<Option<SplitState>>>,
 }
+
+/// The cut at `x` and `t` once tried: its sessions, or why every step runs the whole graph.
+type PartsState = std::result::Result<Arc<ContextParts>, String>;
 
 /// The split once tried: its sessions, or why the graph keeps the recomputing path.
 type SplitState = std::result::Result<Arc<VjpSplit>, String>;
