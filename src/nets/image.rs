@@ -63,7 +63,7 @@ pub struct ImageNet {
     /// The velocity graph's two parts with the weights as inputs, made on first use; None
     /// inside: every step runs the whole graph (`ModelOptions::recompute_context`, or a graph
     /// that cannot be cut).
-    parts: Option<Mutex<Option<PartsState>>>,
+    parts: Option<Mutex<Option<CutState<ContextParts>>>>,
     /// Sessions with built-in parameters built so far, and the time spent building them and
     /// running them (for benchmarks).
     constant_builds: AtomicU64,
@@ -73,14 +73,37 @@ pub struct ImageNet {
     /// `velocity_vjp` cut at its cotangent into a forward that keeps what the backward reads and
     /// that backward (`velocity_saving`), built on first use; None inside: the model recomputes
     /// (`ModelOptions::recompute_activations`).
-    split: Option<Mutex<Option<SplitState>>>,
+    split: Option<Mutex<Option<CutState<VjpSplit>>>>,
 }
 
-/// The cut at `x` and `t` once tried: its sessions, or why every step runs the whole graph.
-type PartsState = std::result::Result<Arc<ContextParts>, String>;
+/// A cut of a graph once tried (`cut_once`): its sessions, or why the whole graph runs.
+type CutState<T> = std::result::Result<Arc<T>, String>;
 
-/// The split once tried: its sessions, or why the graph keeps the recomputing path.
-type SplitState = std::result::Result<Arc<VjpSplit>, String>;
+/// The sessions of `graph` cut at `cut` (`Graph::split_at`), made by `make` on first use and
+/// kept in `slot`; a graph that cannot be cut (or whose parts do not load) logs why once, then
+/// `fallback` (what runs instead) applies: None.
+fn cut_once<T>(
+    slot: &Mutex<Option<CutState<T>>>,
+    graph: &Graph,
+    cut: &[&str],
+    fallback: &str,
+    make: impl FnOnce(Graph, Graph, Vec<String>) -> T,
+) -> Option<Arc<T>> {
+    let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = &*s {
+        return v.as_ref().ok().cloned();
+    }
+    let built = graph
+        .split_at(cut)
+        .map(|(first, second, saved)| Arc::new(make(first, second, saved)))
+        .map_err(|e| {
+            log::warn!("{}: {fallback}: {e}", graph.path.display());
+            e.to_string()
+        });
+    let out = built.as_ref().ok().cloned();
+    *s = Some(built);
+    out
+}
 
 /// `velocity_vjp` in two sessions (`Graph::split_at`).
 struct VjpSplit {
@@ -133,31 +156,17 @@ impl ImageNet {
     }
 
     fn context_parts(&self) -> Option<Arc<ContextParts>> {
-        let slot = self.parts.as_ref()?;
-        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = &*s {
-            return v.as_ref().ok().cloned();
-        }
-        let built = self
-            .velocity
-            .split_at(&["x", "t"])
-            .map(|(first, second, saved)| {
-                Arc::new(ContextParts {
-                    first,
-                    second,
-                    saved,
-                })
-            })
-            .map_err(|e| {
-                log::warn!(
-                    "{}: every denoising step runs the whole velocity graph: {e}",
-                    self.velocity.path.display()
-                );
-                e.to_string()
-            });
-        let out = built.as_ref().ok().cloned();
-        *s = Some(built);
-        out
+        cut_once(
+            self.parts.as_ref()?,
+            &self.velocity,
+            &["x", "t"],
+            "every denoising step runs the whole velocity graph",
+            |first, second, saved| ContextParts {
+                first,
+                second,
+                saved,
+            },
+        )
     }
 
     /// What the velocity graph computes from `cond` and `params` alone, for a denoising loop
@@ -233,41 +242,26 @@ impl ImageNet {
         self.split.is_some()
     }
 
-    fn vjp_split(&self) -> Result<Option<Arc<VjpSplit>>> {
-        let Some(slot) = &self.split else {
-            return Ok(None);
-        };
-        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = &*s {
-            return Ok(v.as_ref().ok().cloned());
-        }
-        // a graph that cannot be split (or whose parts do not load) keeps the recomputing path
-        let built = self
-            .velocity_vjp
-            .split_at(&["d_velocity"])
-            .map(|(forward, backward, saved)| {
+    fn vjp_split(&self) -> Option<Arc<VjpSplit>> {
+        cut_once(
+            self.split.as_ref()?,
+            &self.velocity_vjp,
+            &["d_velocity"],
+            "recomputing the forward in later updates",
+            |forward, backward, saved| {
                 let grads = backward
                     .outputs
                     .iter()
                     .filter_map(|p| p.name.strip_prefix("grad.").map(str::to_string))
                     .collect();
-                Arc::new(VjpSplit {
+                VjpSplit {
                     forward,
                     backward,
                     saved,
                     grads,
-                })
-            })
-            .map_err(|e| {
-                log::warn!(
-                    "{}: recomputing the forward in later updates: {e}",
-                    self.velocity_vjp.path.display()
-                );
-                e.to_string()
-            });
-        let out = built.as_ref().ok().cloned();
-        *s = Some(built);
-        Ok(out)
+                }
+            },
+        )
     }
 
     /// The velocity at `x`, `t` under `params` (as `velocity`, to rounding: another session),
@@ -281,7 +275,7 @@ impl ImageNet {
         cond: &[(String, Tensor)],
         cancel: Option<&CancelToken>,
     ) -> Result<Option<(ArrayD<f32>, SavedForward)>> {
-        let Some(split) = self.vjp_split()? else {
+        let Some(split) = self.vjp_split() else {
             return Ok(None);
         };
         let inputs = Self::inputs(&split.forward, params, x, t, cond);
