@@ -7,6 +7,8 @@ use rand_chacha::ChaCha8Rng;
 /// Stream ids within one sample's seed.
 pub const STREAM_TEXT: u64 = 0;
 pub const STREAM_NOISE: u64 = 1;
+/// The draw of a rollout sample's velocity-MSE anchor steps (`mse_anchor_steps`).
+pub const STREAM_ANCHORS: u64 = 2;
 
 pub fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);

@@ -290,6 +290,131 @@ fn cps_rollouts_train_and_their_gradients_check() {
     assert!(Trainer::new(model.clone(), c).is_err());
 }
 
+/// Velocity-MSE anchors: each sample's rows gain K of its untrained steps, drawn from its seed,
+/// that carry the velocity MSE alone; away from the reference they add exactly lambda_v /
+/// n_trained x their MSE to the loss, and the image gradient with them matches finite
+/// differences of the loss.
+#[test]
+fn anchors_hold_untrained_steps_to_the_reference_and_their_gradients_check() {
+    let model = Arc::new(load(&shapes_dir()));
+    let mut c = config(&model);
+    c.train_text = false;
+    c.velocity_mse_weight = 1.0;
+    c.image_clip_range = 1e6;
+    c.learning_rate = 1e-3;
+    c.mse_anchor_steps = 2;
+    let mut t = Trainer::new(model.clone(), c.clone()).unwrap();
+    step(&mut t, &mut ShapesReward);
+    let mut r = t.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
+    for i in 0..r.len() {
+        assert_eq!(r.trained[i], 0..3);
+        let a = &r.anchors[i];
+        assert!(
+            a.len() == 2 && a[0] < a[1] && a[0] >= 3 && a[1] < 6,
+            "{a:?}"
+        );
+    }
+    assert!(
+        (1..r.len()).any(|i| r.anchors[i] != r.anchors[0]),
+        "each sample draws its own anchors"
+    );
+    let rewards = t
+        .rewards(&r, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    let (adv, _) = t.advantages(&r, &rewards);
+    let share: Vec<usize> = (0..r.len()).collect();
+    let params = t.params().clone();
+    let which = unigrpo::train::Policies {
+        text: false,
+        image: true,
+    };
+    let (_, grads) = t
+        .loss_and_grad(&params, &r, &adv, &share, which, true)
+        .unwrap();
+    let with = t
+        .loss_and_grad(&params, &r, &adv, &share, which, false)
+        .unwrap()
+        .0;
+    let name = "image.conv_out.w";
+    let g = grads[name].as_slice().unwrap();
+    let mut idx: Vec<usize> = (0..g.len()).collect();
+    idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+    for &k in &idx[..2] {
+        let h = 2e-3f32;
+        let eval = |d: f32| {
+            let mut p = params.clone();
+            p.values.get_mut(name).unwrap().as_slice_mut().unwrap()[k] += d;
+            t.loss_and_grad(&p, &r, &adv, &share, which, false)
+                .unwrap()
+                .0
+        };
+        let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
+        let rel = (fd - g[k]).abs() / g[k].abs().max(1e-8);
+        assert!(
+            rel < 0.03,
+            "{name}[{k}]: finite difference {fd:.6e} vs VJP {:.6e}",
+            g[k]
+        );
+    }
+    // the anchors' share of the loss: lambda_v / n_trained x the sum of their velocity MSEs,
+    // computed here from the rollout's own velocities (the policy's) and the reference's
+    use ndarray::Axis;
+    use unigrpo::runtime::Tensor;
+    let reference = unigrpo::package::ParamSet::clone(&model.params);
+    let d = model.image.latent_len();
+    let mut expected = 0.0;
+    for i in 0..r.len() {
+        for &j in &r.anchors[i] {
+            let mut shape = vec![1];
+            shape.extend_from_slice(&model.image.latent_shape);
+            let x = ndarray::ArrayD::from_shape_vec(shape, r.traj.latents[i][j].clone()).unwrap();
+            let tt = ndarray::arr1(&[r.traj.grid[j] as f32]).into_dyn();
+            let cond: Vec<(String, Tensor)> = r
+                .cond
+                .inputs
+                .iter()
+                .map(|(n, v)| {
+                    let row = match v {
+                        Tensor::F32(a) => Tensor::F32(a.select(Axis(0), &[i])),
+                        Tensor::I64(a) => Tensor::I64(a.select(Axis(0), &[i])),
+                        Tensor::U8(a) => Tensor::U8(a.select(Axis(0), &[i])),
+                    };
+                    (n.clone(), row)
+                })
+                .collect();
+            let vr = model
+                .image
+                .velocity(&reference, &x, &tt, &cond, None)
+                .unwrap();
+            let vp = &r.traj.velocities[i][j];
+            let m: f64 = vp
+                .iter()
+                .zip(vr.as_slice().unwrap())
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum::<f64>()
+                / d as f64;
+            expected += m;
+        }
+    }
+    let rows = (r.len() * 3) as f64;
+    for a in r.anchors.iter_mut() {
+        a.clear();
+    }
+    let (without, _) = t
+        .loss_and_grad(&params, &r, &adv, &share, which, false)
+        .unwrap();
+    assert!(expected > 0.0);
+    assert!(
+        ((with - without) - expected / rows).abs() < 1e-3 * expected / rows,
+        "anchors add {:.6e}, expected {:.6e}",
+        with - without,
+        expected / rows
+    );
+    // anchors need the image policy and a velocity-MSE weight
+    c.velocity_mse_weight = 0.0;
+    assert!(Trainer::new(model.clone(), c).is_err());
+}
+
 /// A checkpoint as version 2 (the previous release) wrote it: no adaptive weight, a
 /// configuration without the options added since. Its configuration reads back with their
 /// legacy values, and it resumes bit-identically to the trainer that wrote it.
@@ -320,6 +445,7 @@ fn a_version_2_checkpoint_resumes_with_the_legacy_recipe() {
         "resample_rounds",
         "sde_type",
         "max_staleness",
+        "mse_anchor_steps",
     ] {
         assert!(cfg.as_object_mut().unwrap().remove(k).is_some(), "{k}");
     }

@@ -208,6 +208,12 @@ option_struct! {
         /// update that consumes it (0 = on-policy, each rollout drawn after the previous update).
         max_staleness: u32 { ord: 38, flag: "max-staleness", default: |_: &Manifest| 0,
             range: Range::closed(0.0, 64.0), legacy: Some(Value::U32(0)) }
+        /// Velocity-MSE anchors: this many untrained denoising steps of each sample (all of them
+        /// when no more remain, else drawn per sample from its seed) carry the velocity-MSE
+        /// penalty too, with no policy term, so the steps the policy gradient never reaches are
+        /// held to the reference as well; 0 = the penalty on the trained steps only.
+        mse_anchor_steps: u32 { ord: 39, flag: "mse-anchor-steps", default: |_: &Manifest| 0,
+            range: Range::closed(0.0, 1000.0), legacy: Some(Value::U32(0)) }
     }
 }
 
@@ -273,6 +279,11 @@ impl TrainConfig {
         if self.velocity_mse_target > 0.0 && self.velocity_mse_weight <= 0.0 {
             return Err(Error::invalid(
                 "velocity_mse_target needs a velocity_mse_weight > 0 to start the adaptive weight from",
+            ));
+        }
+        if self.mse_anchor_steps > 0 && (self.velocity_mse_weight <= 0.0 || !self.train_image) {
+            return Err(Error::invalid(
+                "mse_anchor_steps needs the image policy trained with a velocity_mse_weight > 0",
             ));
         }
         if !self.train_text && !self.train_image {

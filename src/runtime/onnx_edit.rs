@@ -145,6 +145,7 @@ fn freeze_graph(graph: &[u8], constants: &[Constant<'_>]) -> Result<Vec<u8>> {
     let mut out =
         Vec::with_capacity(graph.len() + constants.iter().map(|c| c.data.len() * 4).sum::<usize>());
     let mut found = vec![false; constants.len()];
+    let read = read_names(graph)?;
     for f in fields(graph)? {
         if f.num == GRAPH_INPUT && f.wire == WIRE_LEN {
             let name = value_info_name(f.payload)?;
@@ -171,9 +172,44 @@ fn freeze_graph(graph: &[u8], constants: &[Constant<'_>]) -> Result<Vec<u8>> {
                 c.data.len()
             )));
         }
+        // an input no node reads (a part of a split graph takes every original input) leaves
+        // the graph instead: as an initializer ONNX Runtime would drop it again, with a warning
+        if read.as_ref().is_some_and(|r| !r.contains(c.name)) {
+            continue;
+        }
         put_bytes(&mut out, GRAPH_INITIALIZER, &tensor_proto(c));
     }
     Ok(out)
+}
+
+/// The names a graph's nodes read and its outputs return; None when a node has a subgraph (If,
+/// Loop, Scan), whose nodes may read any outer name.
+fn read_names(graph: &[u8]) -> Result<Option<std::collections::HashSet<&str>>> {
+    let mut read = std::collections::HashSet::new();
+    for f in fields(graph)? {
+        match (f.num, f.wire) {
+            (GRAPH_NODE, WIRE_LEN) => {
+                for g in fields(f.payload)? {
+                    match (g.num, g.wire) {
+                        (NODE_INPUT, WIRE_LEN) => {
+                            read.insert(utf8(g.payload, "node input")?);
+                        }
+                        (NODE_OP_TYPE, WIRE_LEN)
+                            if matches!(utf8(g.payload, "op type")?, "If" | "Loop" | "Scan") =>
+                        {
+                            return Ok(None)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            (GRAPH_OUTPUT, WIRE_LEN) => {
+                read.insert(value_info_name(f.payload)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(read))
 }
 
 /// The serialised model `model` with the graph inputs named in `constants` replaced by
@@ -454,7 +490,8 @@ mod tests {
         let mut vi_x = Vec::new();
         put_bytes(&mut vi_x, VALUE_INFO_NAME, b"x");
         let mut graph = Vec::new();
-        put_bytes(&mut graph, 1, b"node-bytes");
+        let node = node_bytes("Add", &["w", "x"], &["y"]);
+        put_bytes(&mut graph, 1, &node);
         put_bytes(&mut graph, GRAPH_INPUT, &vi_w);
         put_bytes(&mut graph, GRAPH_INPUT, &vi_x);
         let mut model = Vec::new();
@@ -503,6 +540,38 @@ mod tests {
         );
         assert!(size.unwrap_err().message().contains("holds 3 values"));
         assert!(freeze_inputs(&model[..model.len() - 3], &[]).is_err());
+        // an input no node reads leaves the graph instead of becoming an unused initializer
+        let mut vi_u = Vec::new();
+        put_bytes(&mut vi_u, VALUE_INFO_NAME, b"u");
+        let mut graph_u = graph.clone();
+        put_bytes(&mut graph_u, GRAPH_INPUT, &vi_u);
+        let mut model_u = Vec::new();
+        put_bytes(&mut model_u, MODEL_GRAPH, &graph_u);
+        let both = [
+            Constant {
+                name: "u",
+                shape: &[2],
+                data: &data,
+            },
+            Constant {
+                name: "w",
+                shape: &[2, 1],
+                data: &data,
+            },
+        ];
+        let out = freeze_inputs(&model_u, &both).unwrap();
+        let g = fields(fields(&out).unwrap()[0].payload).unwrap();
+        let nums: Vec<u32> = g.iter().map(|f| f.num).collect();
+        assert_eq!(nums, [1, GRAPH_INPUT, GRAPH_INITIALIZER]);
+        assert_eq!(tensor_name(g[2].payload).unwrap(), "w");
+        // with a subgraph node (If) every frozen input stays, as an initializer
+        let mut graph_if = graph_u.clone();
+        put_bytes(&mut graph_if, 1, &node_bytes("If", &["x"], &["z"]));
+        let mut model_if = Vec::new();
+        put_bytes(&mut model_if, MODEL_GRAPH, &graph_if);
+        let out = freeze_inputs(&model_if, &both).unwrap();
+        let g = fields(fields(&out).unwrap()[0].payload).unwrap();
+        assert_eq!(g.iter().filter(|f| f.num == GRAPH_INITIALIZER).count(), 2);
     }
 
     fn node_bytes(op: &str, inputs: &[&str], outputs: &[&str]) -> Vec<u8> {

@@ -53,6 +53,9 @@ pub struct Rollout {
     /// Per sample: the denoising steps the loss trains (the SDE window, or the first
     /// floor(f T) steps without one).
     pub trained: Vec<std::ops::Range<usize>>,
+    /// Per sample: untrained denoising steps that carry the velocity-MSE penalty alone
+    /// (`mse_anchor_steps`), ascending; empty without anchors.
+    pub anchors: Vec<Vec<usize>>,
     pub images: Vec<RgbImage>,
     /// The rollout's stochastic step (kind and noise level).
     pub noise: StepNoise,
@@ -77,6 +80,7 @@ impl Rollout {
             self.traj.velocities[d].clone_from(&src.traj.velocities[s]);
             self.traj.logprobs[d].clone_from(&src.traj.logprobs[s]);
             self.trained[d] = src.trained[s].clone();
+            self.anchors[d].clone_from(&src.anchors[s]);
             self.images[d] = src.images[s].clone();
         }
     }
@@ -170,7 +174,12 @@ pub fn rollout(
         Some(last) if last >= w.start && !stochastic(last) => w.start..last,
         _ => w,
     })
-    .collect();
+    .collect::<Vec<_>>();
+    let anchors = seeds
+        .iter()
+        .zip(&trained)
+        .map(|(&s, w)| anchor_steps(cfg.num_steps as usize, w, cfg.mse_anchor_steps as usize, s))
+        .collect();
     let reasoning_text = reasoning
         .iter()
         .map(|r| tok.decode(r.content(tok.end_reasoning)))
@@ -188,8 +197,63 @@ pub fn rollout(
         cond,
         traj,
         trained,
+        anchors,
         images,
         noise,
         temperature: cfg.temperature,
     })
+}
+
+/// The velocity-MSE anchors of a sample with seed `seed` (`mse_anchor_steps` = `k`): its
+/// denoising steps outside `trained`, all of them when there are at most `k`, else `k` of them
+/// drawn without replacement from the sample's own anchor stream; ascending.
+pub fn anchor_steps(
+    steps: usize,
+    trained: &std::ops::Range<usize>,
+    k: usize,
+    seed: u64,
+) -> Vec<usize> {
+    let mut free: Vec<usize> = (0..steps).filter(|j| !trained.contains(j)).collect();
+    if k == 0 {
+        return Vec::new();
+    }
+    if free.len() > k {
+        use rand::Rng;
+        let mut r = rng::stream(seed, rng::STREAM_ANCHORS);
+        // a partial Fisher-Yates shuffle: the first k places
+        for a in 0..k {
+            let b = r.random_range(a..free.len());
+            free.swap(a, b);
+        }
+        free.truncate(k);
+        free.sort_unstable();
+    }
+    free
+}
+
+#[cfg(test)]
+mod tests {
+    use super::anchor_steps;
+
+    #[test]
+    fn anchors_are_the_untrained_steps_or_a_seeded_draw_of_them() {
+        assert_eq!(anchor_steps(10, &(0..5), 0, 7), Vec::<usize>::new());
+        assert_eq!(anchor_steps(10, &(0..5), 5, 7), vec![5, 6, 7, 8, 9]);
+        assert_eq!(anchor_steps(10, &(0..5), 9, 7), vec![5, 6, 7, 8, 9]);
+        // an SDE window in the middle: the steps on both sides
+        assert_eq!(anchor_steps(6, &(2..4), 4, 1), vec![0, 1, 4, 5]);
+        // fewer than the free steps: k distinct untrained steps, the same for the same seed,
+        // and not the same draw for every seed
+        let draws: Vec<Vec<usize>> = (0..32).map(|s| anchor_steps(10, &(0..5), 2, s)).collect();
+        for d in &draws {
+            assert_eq!(d.len(), 2);
+            assert!(d[0] < d[1] && d[0] >= 5 && d[1] <= 9, "{d:?}");
+        }
+        assert_eq!(draws[3], anchor_steps(10, &(0..5), 2, 3));
+        assert!(draws.iter().any(|d| d != &draws[0]));
+        // every free step is drawn by some seed
+        for j in 5..10 {
+            assert!(draws.iter().any(|d| d.contains(&j)), "step {j} never drawn");
+        }
+    }
 }

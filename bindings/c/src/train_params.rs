@@ -92,6 +92,11 @@ pub struct unigrpo_train_params {
     /// than the update that consumes it (0 = on-policy, the default). The C API draws on-policy
     /// rollouts only; a checkpoint or the CLI may carry a larger value.
     pub max_staleness: u32,
+    /// Version 2. Velocity-MSE anchors: this many untrained denoising steps of each sample (all
+    /// of them when no more remain, else drawn per sample from its seed) carry the velocity-MSE
+    /// penalty too, with no policy term; 0 = the penalty on the trained steps only (the
+    /// default). Needs train_image and velocity_mse_weight > 0.
+    pub mse_anchor_steps: u32,
 }
 
 pub(crate) fn train_fields() -> Vec<Field> {
@@ -101,7 +106,8 @@ pub(crate) fn train_fields() -> Vec<Field> {
         train_timestep_fraction, max_reasoning_tokens, temperature, seed, progress, progress_user_data,
         text_learning_rate, image_learning_rate, text_aggregation, max_text_drift, max_image_drift,
         shared_initial_noise, sde_window, sde_window_start, sde_window_random, clip_per_group,
-        velocity_mse_target, dynamic_sampling, resample_rounds, sde_type, max_staleness)
+        velocity_mse_target, dynamic_sampling, resample_rounds, sde_type, max_staleness,
+        mse_anchor_steps)
 }
 
 /// The C struct of a configuration.
@@ -146,6 +152,7 @@ pub(crate) fn to_c(c: &TrainConfig) -> unigrpo_train_params {
         resample_rounds: c.resample_rounds,
         sde_type: c.sde_type as u32,
         max_staleness: c.max_staleness,
+        mse_anchor_steps: c.mse_anchor_steps,
     }
 }
 
@@ -190,6 +197,7 @@ fn library_train_defaults() -> unigrpo_train_params {
         resample_rounds: 2,
         sde_type: 0,
         max_staleness: 0,
+        mse_anchor_steps: 0,
     }
 }
 
@@ -285,6 +293,7 @@ pub(crate) fn to_config(model: &unigrpo::Model, p: &unigrpo_train_params) -> Res
         resample_rounds: p.resample_rounds,
         sde_type,
         max_staleness: p.max_staleness,
+        mse_anchor_steps: p.mse_anchor_steps,
     })
 }
 

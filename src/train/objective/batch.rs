@@ -20,12 +20,22 @@ pub fn micro_batches(samples: &[usize], micro: u32) -> Vec<&[usize]> {
     samples.chunks(m).collect()
 }
 
-/// The (sample, step) rows of a micro-batch for the velocity graphs: every trained step of each
-/// sample (`trained[i]`), sample-major.
-pub fn image_rows(samples: &[usize], trained: &[std::ops::Range<usize>]) -> Vec<(usize, usize)> {
+/// The (sample, step, anchor) rows of a micro-batch for the velocity graphs, sample-major: every
+/// trained step of each sample (`trained[i]`, anchor false), then its velocity-MSE anchors
+/// (`anchors[i]`, anchor true).
+pub fn image_rows(
+    samples: &[usize],
+    trained: &[std::ops::Range<usize>],
+    anchors: &[Vec<usize>],
+) -> Vec<(usize, usize, bool)> {
     samples
         .iter()
-        .flat_map(|&i| trained[i].clone().map(move |j| (i, j)))
+        .flat_map(|&i| {
+            trained[i]
+                .clone()
+                .map(move |j| (i, j, false))
+                .chain(anchors[i].iter().map(move |&j| (i, j, true)))
+        })
         .collect()
 }
 
@@ -60,15 +70,30 @@ mod tests {
     #[test]
     fn image_rows_are_sample_major() {
         let t = vec![0..2; 6];
+        let none = vec![Vec::new(); 6];
         assert_eq!(
-            image_rows(&[3, 5], &t),
-            vec![(3, 0), (3, 1), (5, 0), (5, 1)]
+            image_rows(&[3, 5], &t, &none),
+            vec![(3, 0, false), (3, 1, false), (5, 0, false), (5, 1, false)]
         );
         // SDE windows: each sample its own steps
         let w = vec![0..1, 2..4, 1..3];
         assert_eq!(
-            image_rows(&[1, 2], &w),
-            vec![(1, 2), (1, 3), (2, 1), (2, 2)]
+            image_rows(&[1, 2], &w, &none),
+            vec![(1, 2, false), (1, 3, false), (2, 1, false), (2, 2, false)]
+        );
+        // velocity-MSE anchors follow each sample's trained steps
+        let a = vec![vec![], vec![5], vec![3, 4]];
+        assert_eq!(
+            image_rows(&[1, 2], &w, &a),
+            vec![
+                (1, 2, false),
+                (1, 3, false),
+                (1, 5, true),
+                (2, 1, false),
+                (2, 2, false),
+                (2, 3, true),
+                (2, 4, true)
+            ]
         );
     }
 }

@@ -90,6 +90,18 @@ pub fn row_terms(
     t
 }
 
+/// A velocity-MSE anchor row (an untrained step, `mse_anchor_steps`): the penalty alone, with the
+/// trained rows' weight, and its cotangent written into `grad_v`.
+pub fn anchor_terms(v: &[f32], v_ref: &[f32], w: &StepWeights, grad_v: &mut [f64]) -> RowTerm {
+    grad_v.iter_mut().for_each(|g| *g = 0.0);
+    let m = velocity_mse(v, v_ref, w.mse * w.mean, grad_v);
+    RowTerm {
+        loss: w.mse * m * w.mean,
+        velocity_mse: m * w.mean,
+        ..Default::default()
+    }
+}
+
 /// The coefficients of the rollout's stochastic step `j`; a trained step always has them.
 fn step_coefficients(r: &Rollout, j: usize, t1: f64) -> Result<SdeCoefficients> {
     let g = &r.traj.grid;
@@ -118,24 +130,24 @@ fn gather_rows(cond: &Conditioning, idx: &[usize]) -> Vec<(String, Tensor)> {
 
 /// The velocity graphs' inputs for the rows of a micro-batch.
 struct ImageRows {
-    rows: Vec<(usize, usize)>,
+    rows: Vec<(usize, usize, bool)>,
     x: ArrayD<f32>,
     t: ArrayD<f32>,
     cond: Vec<(String, Tensor)>,
 }
 
 fn image_rows(r: &Rollout, samples: &[usize], shape: &[usize]) -> ImageRows {
-    let rows = batch::image_rows(samples, &r.trained);
+    let rows = batch::image_rows(samples, &r.trained, &r.anchors);
     let d: usize = shape.iter().product();
     let mut x = ArrayD::<f32>::zeros(IxDyn(&[rows.len(), shape[0], shape[1], shape[2]]));
     {
         let xs = x.as_slice_mut().expect("contiguous");
-        for (k, &(i, j)) in rows.iter().enumerate() {
+        for (k, &(i, j, _)) in rows.iter().enumerate() {
             xs[k * d..(k + 1) * d].copy_from_slice(&r.traj.latents[i][j]);
         }
     }
-    let t = Array1::from_iter(rows.iter().map(|&(_, j)| r.traj.grid[j] as f32)).into_dyn();
-    let idx: Vec<usize> = rows.iter().map(|&(i, _)| i).collect();
+    let t = Array1::from_iter(rows.iter().map(|&(_, j, _)| r.traj.grid[j] as f32)).into_dyn();
+    let idx: Vec<usize> = rows.iter().map(|&(i, _, _)| i).collect();
     let cond = gather_rows(&r.cond, &idx);
     ImageRows { rows, x, t, cond }
 }
@@ -164,7 +176,9 @@ fn conditioning_under(
     let idx: Vec<usize> = mb
         .iter()
         .enumerate()
-        .flat_map(|(k, &i)| std::iter::repeat_n(k, o.rollout.trained[i].len()))
+        .flat_map(|(k, &i)| {
+            std::iter::repeat_n(k, o.rollout.trained[i].len() + o.rollout.anchors[i].len())
+        })
         .collect();
     Ok(gather_rows(&c, &idx))
 }
@@ -250,7 +264,7 @@ pub fn terms(
         let mut any = false;
         {
             let cs = cot.as_slice_mut().expect("contiguous");
-            for (k, &(i, j)) in ir.rows.iter().enumerate() {
+            for (k, &(i, j, anchor)) in ir.rows.iter().enumerate() {
                 let v: &[f32] = match &current {
                     Some(c) => &c.as_slice().expect("contiguous")[k * d..(k + 1) * d],
                     None => &r.traj.velocities[i][j],
@@ -258,6 +272,18 @@ pub fn terms(
                 let v_ref = refs
                     .as_ref()
                     .map(|rf| &rf.as_slice().expect("contiguous")[k * d..(k + 1) * d]);
+                if anchor {
+                    // validate() keeps anchors to runs with a velocity-MSE weight
+                    let vr = v_ref.expect("anchors need the reference's velocity");
+                    let rt = anchor_terms(v, vr, &w, &mut gv);
+                    terms.image_loss += rt.loss;
+                    terms.velocity_mse += rt.velocity_mse;
+                    for (o, &g) in cs[k * d..(k + 1) * d].iter_mut().zip(&gv) {
+                        *o = g as f32;
+                        any |= g != 0.0;
+                    }
+                    continue;
+                }
                 let c = step_coefficients(r, j, t1)?;
                 let (x, x_next) = (&r.traj.latents[i][j], &r.traj.latents[i][j + 1]);
                 let old = r.traj.logprobs[i][j];
@@ -298,7 +324,7 @@ pub fn terms(
             net.velocity_vjp(pass.params, &ir.x, &ir.t, &cond_cur, &cot, grads, cancel)?;
         if pass.mode == Mode::OnPolicy {
             let rs = recomputed.as_slice().expect("contiguous");
-            for (k, &(i, j)) in ir.rows.iter().enumerate() {
+            for (k, &(i, j, _)) in ir.rows.iter().enumerate().filter(|(_, r)| !r.2) {
                 let c = step_coefficients(r, j, t1)?;
                 sde_mean(&r.traj.latents[i][j], &rs[k * d..(k + 1) * d], &c, &mut mu);
                 let lp = sde_logprob(&r.traj.latents[i][j + 1], &mu, c.std);
@@ -385,5 +411,25 @@ mod tests {
             "{t2:?}"
         );
         assert!((g[0] - 2.0 * g_clip[0]).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_anchor_row_carries_the_velocity_mse_alone() {
+        let w = StepWeights {
+            clip: 1e-4,
+            mse: 2.0,
+            kl: 0.5,
+            mean: 0.25,
+            policy_mean: 0.5,
+        };
+        let mut g = [9.0f64; 2];
+        // mean((v - v_ref)^2) = (0.04 + 0.01) / 2 = 0.025
+        let t = anchor_terms(&[0.1, 0.3], &[-0.1, 0.4], &w, &mut g);
+        assert!((t.velocity_mse - 0.025 * 0.25).abs() < 1e-9, "{t:?}");
+        assert!((t.loss - 2.0 * 0.025 * 0.25).abs() < 1e-9, "{t:?}");
+        assert_eq!((t.latent_kl, t.clipped, t.logp), (0.0, false, 0.0));
+        // d/dv: 2 lambda (v - v_ref) / D times the mean weight, nothing left from before
+        assert!((g[0] - 2.0 * 2.0 * 0.2 / 2.0 * 0.25).abs() < 1e-7, "{g:?}");
+        assert!((g[1] - 2.0 * 2.0 * -0.1 / 2.0 * 0.25).abs() < 1e-7, "{g:?}");
     }
 }
