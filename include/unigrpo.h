@@ -507,6 +507,13 @@ typedef struct unigrpo_train_params {
    rollouts only; a checkpoint or the CLI may carry a larger value.
    */
   uint32_t max_staleness;
+  /*
+   Version 2. Velocity-MSE anchors: this many untrained denoising steps of each sample (all
+   of them when no more remain, else drawn per sample from its seed) carry the velocity-MSE
+   penalty too, with no policy term; 0 = the penalty on the trained steps only (the
+   default). Needs train_image and velocity_mse_weight > 0.
+   */
+  uint32_t mse_anchor_steps;
 } unigrpo_train_params;
 
 /*
