@@ -6,6 +6,7 @@
 //! weights (`ModelOptions::plain_weights`), UNIGRPO_BENCH_RECOMPUTE=1 on session 6's path: the
 //! later updates recomputing their forward and every denoising step running the whole velocity
 //! graph (`ModelOptions::recompute_activations`, `recompute_context`).
+//! UNIGRPO_BENCH_ANCHORS=K sets `mse_anchor_steps` (the cost of the velocity-MSE anchors).
 //! Threads: UNIGRPO_BENCH_THREADS (intra-op, 0 = ONNX Runtime's default), UNIGRPO_BENCH_SPIN=1.
 
 use std::path::PathBuf;
@@ -36,7 +37,8 @@ fn main() {
         )
         .expect("load model"),
     );
-    let cfg = unigrpo::TrainConfig::defaults(&*model);
+    let mut cfg = unigrpo::TrainConfig::defaults(&*model);
+    cfg.mse_anchor_steps = env("UNIGRPO_BENCH_ANCHORS", cfg.mse_anchor_steps as usize) as u32;
     let mut trainer = unigrpo::train::Trainer::new(model.clone(), cfg).expect("trainer");
     let prompts = [
         "a few warm-coloured shapes",

@@ -212,7 +212,7 @@ option_struct! {
         /// when no more remain, else drawn per sample from its seed) carry the velocity-MSE
         /// penalty too, with no policy term, so the steps the policy gradient never reaches are
         /// held to the reference as well; 0 = the penalty on the trained steps only.
-        mse_anchor_steps: u32 { ord: 39, flag: "mse-anchor-steps", default: |_: &Manifest| 0,
+        mse_anchor_steps: u32 { ord: 39, flag: "mse-anchor-steps", default: |m: &Manifest| m.training.mse_anchor_steps,
             range: Range::closed(0.0, 1000.0), legacy: Some(Value::U32(0)) }
     }
 }

@@ -139,6 +139,9 @@ pub struct TrainingDefaults {
     /// Weight of the text k3 KL against the reference model; absent = 0.
     #[serde(default)]
     pub text_kl_weight: f32,
+    /// Untrained denoising steps per sample that carry the velocity MSE too; absent = 0.
+    #[serde(default)]
+    pub mse_anchor_steps: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
