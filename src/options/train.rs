@@ -211,7 +211,8 @@ option_struct! {
         /// Velocity-MSE anchors: this many untrained denoising steps of each sample (all of them
         /// when no more remain, else drawn per sample from its seed) carry the velocity-MSE
         /// penalty too, with no policy term, so the steps the policy gradient never reaches are
-        /// held to the reference as well; 0 = the penalty on the trained steps only.
+        /// held to the reference as well; 0 = the penalty on the trained steps only. Inactive
+        /// without a velocity MSE or with the image policy frozen.
         mse_anchor_steps: u32 { ord: 39, flag: "mse-anchor-steps", default: |m: &Manifest| m.training.mse_anchor_steps,
             range: Range::closed(0.0, 1000.0), legacy: Some(Value::U32(0)) }
     }
@@ -224,6 +225,16 @@ impl TrainConfig {
             .clamp(1, self.num_steps as usize)
     }
 
+    /// Velocity-MSE anchors per sample in effect: `mse_anchor_steps` while the image policy
+    /// trains with a velocity MSE, else none (so `--velocity-mse-weight 0` or `--no-train-image`
+    /// need not also turn the anchors off).
+    pub fn anchor_steps(&self) -> usize {
+        if self.train_image && self.velocity_mse_weight > 0.0 {
+            self.mse_anchor_steps as usize
+        } else {
+            0
+        }
+    }
     /// The rollouts' stochastic step.
     pub fn step_noise(&self) -> crate::sampler::StepNoise {
         crate::sampler::StepNoise {
@@ -279,11 +290,6 @@ impl TrainConfig {
         if self.velocity_mse_target > 0.0 && self.velocity_mse_weight <= 0.0 {
             return Err(Error::invalid(
                 "velocity_mse_target needs a velocity_mse_weight > 0 to start the adaptive weight from",
-            ));
-        }
-        if self.mse_anchor_steps > 0 && (self.velocity_mse_weight <= 0.0 || !self.train_image) {
-            return Err(Error::invalid(
-                "mse_anchor_steps needs the image policy trained with a velocity_mse_weight > 0",
             ));
         }
         if !self.train_text && !self.train_image {

@@ -178,7 +178,7 @@ pub fn rollout(
     let anchors = seeds
         .iter()
         .zip(&trained)
-        .map(|(&s, w)| anchor_steps(cfg.num_steps as usize, w, cfg.mse_anchor_steps as usize, s))
+        .map(|(&s, w)| anchor_steps(cfg.num_steps as usize, w, cfg.anchor_steps(), s))
         .collect();
     let reasoning_text = reasoning
         .iter()

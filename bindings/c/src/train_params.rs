@@ -95,7 +95,7 @@ pub struct unigrpo_train_params {
     /// Version 2. Velocity-MSE anchors: this many untrained denoising steps of each sample (all
     /// of them when no more remain, else drawn per sample from its seed) carry the velocity-MSE
     /// penalty too, with no policy term; 0 = the penalty on the trained steps only (the
-    /// default). Needs train_image and velocity_mse_weight > 0.
+    /// default). Inactive when train_image is false or velocity_mse_weight is 0.
     pub mse_anchor_steps: u32,
 }
 
