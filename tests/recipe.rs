@@ -425,7 +425,9 @@ fn anchors_hold_untrained_steps_to_the_reference_and_their_gradients_check() {
 fn a_version_2_checkpoint_resumes_with_the_legacy_recipe() {
     use safetensors::SafeTensors;
     let model = Arc::new(load(&shapes_dir()));
-    let c = config(&model);
+    let mut c = config(&model);
+    // a version 2 trainer had no anchors: it ran what their legacy value (0) means
+    c.mse_anchor_steps = 0;
     let mut a = Trainer::new(model.clone(), c.clone()).unwrap();
     step(&mut a, &mut ShapesReward);
     let dir = tempfile::tempdir().unwrap();
