@@ -215,6 +215,41 @@ fn group_norms_and_the_per_group_clip() {
     assert_ne!(params[0], params[1]);
 }
 
+/// The two largest entries of the image gradient of `conv_out.w` (the whole share, image policy
+/// only) against central finite differences of the loss through the FORWARD graph.
+fn image_gradient_matches_finite_differences(
+    t: &Trainer,
+    r: &unigrpo::train::rollout::Rollout,
+    adv: &[f32],
+    grads: &unigrpo::train::Grads,
+) {
+    let share: Vec<usize> = (0..r.len()).collect();
+    let which = unigrpo::train::Policies {
+        text: false,
+        image: true,
+    };
+    let params = t.params().clone();
+    let name = "image.conv_out.w";
+    let g = grads[name].as_slice().unwrap();
+    let mut idx: Vec<usize> = (0..g.len()).collect();
+    idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+    for &k in &idx[..2] {
+        let h = 2e-3f32;
+        let eval = |d: f32| {
+            let mut p = params.clone();
+            p.values.get_mut(name).unwrap().as_slice_mut().unwrap()[k] += d;
+            t.loss_and_grad(&p, r, adv, &share, which, false).unwrap().0
+        };
+        let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
+        let rel = (fd - g[k]).abs() / g[k].abs().max(1e-8);
+        assert!(
+            rel < 0.03,
+            "{name}[{k}]: finite difference {fd:.6e} vs VJP {:.6e}",
+            g[k]
+        );
+    }
+}
+
 /// CPS rollouts: the last step (to t = 0) is deterministic and never trained, every other step
 /// is stochastic with a log-prob; the first update recomputes them; the image gradient matches
 /// finite differences of the loss through the FORWARD graph.
@@ -264,27 +299,7 @@ fn cps_rollouts_train_and_their_gradients_check() {
     let (_, grads) = t
         .loss_and_grad(&params, &r, &adv, &share, which, true)
         .unwrap();
-    let name = "image.conv_out.w";
-    let g = grads[name].as_slice().unwrap();
-    let mut idx: Vec<usize> = (0..g.len()).collect();
-    idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
-    for &k in &idx[..2] {
-        let h = 2e-3f32;
-        let eval = |d: f32| {
-            let mut p = params.clone();
-            p.values.get_mut(name).unwrap().as_slice_mut().unwrap()[k] += d;
-            t.loss_and_grad(&p, &r, &adv, &share, which, false)
-                .unwrap()
-                .0
-        };
-        let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
-        let rel = (fd - g[k]).abs() / g[k].abs().max(1e-8);
-        assert!(
-            rel < 0.03,
-            "{name}[{k}]: finite difference {fd:.6e} vs VJP {:.6e}",
-            g[k]
-        );
-    }
+    image_gradient_matches_finite_differences(&t, &r, &adv, &grads);
     // CPS noise levels live in (0, 1]
     c.noise_level = 1.5;
     assert!(Trainer::new(model.clone(), c).is_err());
@@ -335,27 +350,7 @@ fn anchors_hold_untrained_steps_to_the_reference_and_their_gradients_check() {
         .loss_and_grad(&params, &r, &adv, &share, which, false)
         .unwrap()
         .0;
-    let name = "image.conv_out.w";
-    let g = grads[name].as_slice().unwrap();
-    let mut idx: Vec<usize> = (0..g.len()).collect();
-    idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
-    for &k in &idx[..2] {
-        let h = 2e-3f32;
-        let eval = |d: f32| {
-            let mut p = params.clone();
-            p.values.get_mut(name).unwrap().as_slice_mut().unwrap()[k] += d;
-            t.loss_and_grad(&p, &r, &adv, &share, which, false)
-                .unwrap()
-                .0
-        };
-        let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
-        let rel = (fd - g[k]).abs() / g[k].abs().max(1e-8);
-        assert!(
-            rel < 0.03,
-            "{name}[{k}]: finite difference {fd:.6e} vs VJP {:.6e}",
-            g[k]
-        );
-    }
+    image_gradient_matches_finite_differences(&t, &r, &adv, &grads);
     // the anchors' share of the loss: lambda_v / n_trained x the sum of their velocity MSEs,
     // computed here from the rollout's own velocities (the policy's) and the reference's
     use ndarray::Axis;
