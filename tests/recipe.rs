@@ -217,18 +217,25 @@ fn group_norms_and_the_per_group_clip() {
 
 /// The two largest entries of the image gradient of `conv_out.w` (the whole share, image policy
 /// only) against central finite differences of the loss through the FORWARD graph.
+/// Returns the advantages it used (the shapes reward on `r`).
 fn image_gradient_matches_finite_differences(
-    t: &Trainer,
+    t: &mut Trainer,
     r: &unigrpo::train::rollout::Rollout,
-    adv: &[f32],
-    grads: &unigrpo::train::Grads,
-) {
+) -> Vec<f32> {
+    let rewards = t
+        .rewards(r, &mut ShapesReward, None, &mut Progress::none())
+        .unwrap();
+    let (adv, _) = t.advantages(r, &rewards);
+    let adv = &adv[..];
     let share: Vec<usize> = (0..r.len()).collect();
     let which = unigrpo::train::Policies {
         text: false,
         image: true,
     };
     let params = t.params().clone();
+    let (_, grads) = t
+        .loss_and_grad(&params, r, adv, &share, which, true)
+        .unwrap();
     let name = "image.conv_out.w";
     let g = grads[name].as_slice().unwrap();
     let mut idx: Vec<usize> = (0..g.len()).collect();
@@ -248,6 +255,7 @@ fn image_gradient_matches_finite_differences(
             g[k]
         );
     }
+    adv.to_vec()
 }
 
 /// CPS rollouts: the last step (to t = 0) is deterministic and never trained, every other step
@@ -286,20 +294,7 @@ fn cps_rollouts_train_and_their_gradients_check() {
     );
     // finite differences at the stepped parameters on a fresh rollout
     let r = t.rollout(&PROMPTS, None, &mut Progress::none()).unwrap();
-    let rewards = t
-        .rewards(&r, &mut ShapesReward, None, &mut Progress::none())
-        .unwrap();
-    let (adv, _) = t.advantages(&r, &rewards);
-    let share: Vec<usize> = (0..r.len()).collect();
-    let params = t.params().clone();
-    let which = unigrpo::train::Policies {
-        text: false,
-        image: true,
-    };
-    let (_, grads) = t
-        .loss_and_grad(&params, &r, &adv, &share, which, true)
-        .unwrap();
-    image_gradient_matches_finite_differences(&t, &r, &adv, &grads);
+    image_gradient_matches_finite_differences(&mut t, &r);
     // CPS noise levels live in (0, 1]
     c.noise_level = 1.5;
     assert!(Trainer::new(model.clone(), c).is_err());
@@ -333,24 +328,17 @@ fn anchors_hold_untrained_steps_to_the_reference_and_their_gradients_check() {
         (1..r.len()).any(|i| r.anchors[i] != r.anchors[0]),
         "each sample draws its own anchors"
     );
-    let rewards = t
-        .rewards(&r, &mut ShapesReward, None, &mut Progress::none())
-        .unwrap();
-    let (adv, _) = t.advantages(&r, &rewards);
+    let adv = image_gradient_matches_finite_differences(&mut t, &r);
     let share: Vec<usize> = (0..r.len()).collect();
     let params = t.params().clone();
     let which = unigrpo::train::Policies {
         text: false,
         image: true,
     };
-    let (_, grads) = t
-        .loss_and_grad(&params, &r, &adv, &share, which, true)
-        .unwrap();
     let with = t
         .loss_and_grad(&params, &r, &adv, &share, which, false)
         .unwrap()
         .0;
-    image_gradient_matches_finite_differences(&t, &r, &adv, &grads);
     // the anchors' share of the loss: lambda_v / n_trained x the sum of their velocity MSEs,
     // computed here from the rollout's own velocities (the policy's) and the reference's
     use ndarray::Axis;
