@@ -864,7 +864,11 @@ fn random_kills_and_resumes_reproduce_the_uninterrupted_run() {
 /// checkpoint, so a run stopped at one and resumed ends with the uninterrupted parameters.
 #[test]
 fn async_rewards_run_and_resume_exactly_at_checkpoints() {
-    let (dir, prompts, run) = scratch_run("a red circle\ntwo blue squares\n");
+    // prompts the SFT model draws unevenly, so that groups of 2 have a reward spread (with none
+    // the policy stays at the reference and both runs would end there)
+    let (dir, prompts, run) = scratch_run(
+        "a purple triangle above a green circle\na yellow square left of a red triangle\n",
+    );
     let train = |run: &std::path::Path, steps: u64| {
         let mut c = tiny_train(&prompts, run, steps, "shapes", 0);
         c.args(["--async-rewards", "--checkpoint-every", "2"]);

@@ -225,6 +225,33 @@ fn a_failed_step_changes_nothing() {
     assert!(snapshot(&t) == snapshot(&u));
 }
 
+/// At the reference with no reward spread every term is zero: the policy terms (zero
+/// advantages) and the regularisers (the policy's own outputs are the reference's). Before, the
+/// reference's velocities and log-probs came from a second graph, and the rounding noise between
+/// the two was a gradient (norm 1.3e-5 on the MPI test's first step) that Adam turned into a
+/// step in a random direction.
+#[test]
+fn no_reward_spread_at_the_reference_leaves_the_policy_where_it_is() {
+    let model = Arc::new(load(&shapes_dir()));
+    let mut c = config(&model);
+    c.weight_decay = 0.0;
+    c.mse_anchor_steps = 5;
+    assert!(c.velocity_mse_weight > 0.0 && c.text_kl_weight > 0.0);
+    let mut t = Trainer::new(model.clone(), c).unwrap();
+    let before = snapshot(&t).0;
+    let mut constant = |s: &[Sample<'_>]| -> Result<Vec<f32>> { Ok(vec![0.5; s.len()]) };
+    let stats = t
+        .step(&PROMPTS, &mut constant, None, &mut Progress::none())
+        .unwrap();
+    assert_eq!(stats.grad_norm, 0.0, "{stats:?}");
+    assert_eq!((stats.velocity_mse, stats.loss), (0.0, 0.0), "{stats:?}");
+    let after = snapshot(&t).0;
+    assert!(
+        before == after,
+        "the parameters moved without a reward spread"
+    );
+}
+
 #[test]
 fn nan_rewards_exclude_samples() {
     let model = Arc::new(load(&shapes_dir()));

@@ -40,14 +40,6 @@ pub struct Prepared {
     saved: crate::runtime::Saved,
 }
 
-/// Equal shapes and bit-identical values.
-fn same_bits(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
-    a.shape() == b.shape()
-        && a.iter()
-            .zip(b.iter())
-            .all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
 pub struct ImageNet {
     /// [C, H, W] of one latent.
     pub latent_shape: Vec<usize>,
@@ -456,7 +448,7 @@ impl ImageNet {
                 && names
                     .iter()
                     .zip(&s.values)
-                    .all(|(n, v)| same_bits(&params.values[*n], v))
+                    .all(|(n, v)| crate::package::same_bits(&params.values[*n], v))
         };
         {
             let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());

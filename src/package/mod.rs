@@ -8,7 +8,7 @@ mod validate;
 mod verify;
 
 pub use manifest::*;
-pub use params::{load_params, ParamSet};
+pub use params::{load_params, same_bits, ParamSet};
 pub use validate::{expected_ports, validate_graphs, ExpectedPort};
 pub use verify::{sha256_file, FileCheck, Verify};
 

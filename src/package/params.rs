@@ -17,7 +17,24 @@ pub struct ParamSet {
     pub values: BTreeMap<String, ArrayD<f32>>,
 }
 
+/// Equal shapes and bit-identical values.
+pub fn same_bits(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
+    a.shape() == b.shape()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 impl ParamSet {
+    /// Whether `other` holds the same parameters with bit-identical values (a policy that has
+    /// not moved from its reference).
+    pub fn same_values(&self, other: &ParamSet) -> bool {
+        self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .all(|(n, v)| other.values.get(n).is_some_and(|o| same_bits(v, o)))
+    }
     pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
         self.values.get(name)
     }

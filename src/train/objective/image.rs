@@ -211,9 +211,15 @@ pub fn terms(
     let mut mu_ref = vec![0f64; d];
     let mut gv = vec![0f64; d];
     let fresh = conditioning_depends_on_params(o);
+    // A policy that has not moved from the reference (the first update of a run) has the
+    // reference's velocity: the regularisers are exactly zero there and no reference forward
+    // runs. Computed by a second graph, the difference would be rounding noise, and the
+    // optimiser would take that noise as a direction.
+    let at_reference = (w.mse > 0.0 || w.kl > 0.0) && pass.params.same_values(o.reference);
+    let needs_ref = (w.mse > 0.0 || w.kl > 0.0) && !at_reference;
     // the reference's parameters never change: its forwards run through a session with them
     // built in (made once per model)
-    let ref_session = if w.mse > 0.0 || w.kl > 0.0 {
+    let ref_session = if needs_ref {
         net.constant_velocity(o.reference)?
     } else {
         None
@@ -243,7 +249,7 @@ pub fn terms(
                 }
             }
         };
-        let refs = if w.mse > 0.0 || w.kl > 0.0 {
+        let refs = if needs_ref {
             let cond_ref: Cow<[(String, Tensor)]> = if fresh {
                 Cow::Owned(conditioning_under(o, o.reference, mb, cancel)?)
             } else {
@@ -269,9 +275,11 @@ pub fn terms(
                     Some(c) => &c.as_slice().expect("contiguous")[k * d..(k + 1) * d],
                     None => &r.traj.velocities[i][j],
                 };
-                let v_ref = refs
-                    .as_ref()
-                    .map(|rf| &rf.as_slice().expect("contiguous")[k * d..(k + 1) * d]);
+                let v_ref = match &refs {
+                    Some(rf) => Some(&rf.as_slice().expect("contiguous")[k * d..(k + 1) * d]),
+                    None if at_reference => Some(v),
+                    None => None,
+                };
                 if anchor {
                     // validate() keeps anchors to runs with a velocity-MSE weight
                     let vr = v_ref.expect("anchors need the reference's velocity");

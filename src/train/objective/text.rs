@@ -131,13 +131,16 @@ pub fn terms(
     }
     let (eps, beta) = (cfg.text_clip_range as f64, cfg.text_kl_weight as f64);
     let cancel = pass.cancel;
+    // a policy that has not moved from the reference has its log-probs: the k3 term is exactly
+    // zero there (a second graph's log-probs would differ by rounding noise)
+    let at_reference = beta > 0.0 && pass.params.same_values(o.reference);
     for mb in batch::micro_batches(pass.share, cfg.micro_batch_size) {
         let (tb, cols) = logprob_batch(r, mb, o.model.tokenizer.pad);
         let current = match pass.mode {
             Mode::OnPolicy => None,
             _ => Some(net.token_logprobs(pass.params, &tb, r.temperature, cancel)?),
         };
-        let refs = if beta > 0.0 {
+        let refs = if beta > 0.0 && !at_reference {
             Some(net.token_logprobs(o.reference, &tb, r.temperature, cancel)?)
         } else {
             None
@@ -154,7 +157,11 @@ pub fn terms(
                     a,
                     lp,
                     old,
-                    refs.as_ref().map(|rf| rf[[k, col]] as f64),
+                    match &refs {
+                        Some(rf) => Some(rf[[k, col]] as f64),
+                        None if at_reference => Some(lp),
+                        None => None,
+                    },
                     eps,
                     beta,
                 );
