@@ -11,8 +11,9 @@ One step, as unigrpo's default (the manifest's `training` block): 4 prompts x gr
 decoded with a KV cache (up to 24 tokens); 10 SDE denoising steps at noise level 0.7 keeping log-
 probs; then 2 optimiser steps, each on half of the samples: the text log-probs forward and
 backward (and the reference's forward for the k3 KL), the reference velocity (no grad) and the
-current velocity forward and backward on the share's 5 trained steps per sample (80 rows), the
-clipped surrogate plus the velocity MSE, gradient clipping and AdamW.
+current velocity forward and backward on the share's 5 trained steps per sample (80 rows) and its
+`mse_anchor_steps` anchor steps (5 per sample in the shipped recipe: 160 rows in all), the clipped
+surrogate on the trained rows plus the velocity MSE on all of them, gradient clipping and AdamW.
 
     .venv-export/bin/python scripts/bench_torch.py [--rounds 6] [--steps 3] [--threads 2]
 
@@ -98,6 +99,9 @@ class Step:
         self.trained = max(1, round(self.steps * tr["train_timestep_fraction"]))
         self.noise = tr["noise_level"]
         self.mse_w = tr["velocity_mse_weight"]
+        # velocity-MSE anchors: K untrained steps per sample carrying the MSE alone (off without
+        # the MSE, as in unigrpo)
+        self.anchors = tr.get("mse_anchor_steps", 0) if self.mse_w > 0 else 0
         self.kl_w = tr.get("text_kl_weight", 0.0)
         self.max_tokens = man["generation"]["max_reasoning_tokens"]
         self.policy = {k: v.clone().requires_grad_(True) for k, v in {**text, **{"i." + k: v for k, v in img.items()}}.items()}
@@ -163,6 +167,14 @@ class Step:
     def update(self, ctx, lat, lps, adv, share):
         un = self.un
         rows = [(i, j) for i in share for j in range(self.trained)]
+        n_trained = len(rows)
+        untrained = list(range(self.trained, self.steps))
+        for i in share:  # all untrained steps when at most K remain, else K drawn per sample
+            if len(untrained) <= self.anchors:
+                rows += [(i, j) for j in untrained]
+            elif self.anchors > 0:
+                pick = torch.randperm(len(untrained), generator=self.gen)[: self.anchors]
+                rows += [(i, untrained[k]) for k in pick.tolist()]
         ii = torch.tensor([i for i, _ in rows])
         jj = [j for _, j in rows]
         x = torch.stack([lat[j][i] for i, j in rows])
@@ -189,15 +201,20 @@ class Step:
         loss_t = -torch.min(ratio_t * at, ratio_t.clamp(0.8, 1.2) * at).mean()
         d = lp_ref - lp
         loss_t = loss_t + self.kl_w * (torch.exp(d) - d - 1).mean()
-        # image: reference velocity without grad, current forward and backward
+        # image: reference velocity without grad, current forward and backward over the trained
+        # rows and the anchors (one batch, as unigrpo's VJP rows); the policy term on the trained
+        # rows, the velocity MSE on all of them with the trained rows' weight
         with torch.no_grad():
             v_ref = nets.unet_velocity(self.ref_img, un, x, t, c, m)
-        v = nets.unet_velocity(self.img_p(), un, x, t, c, m)
-        mu = cx * x + cv * v
-        lpi = -((xn - mu) ** 2).mean((1, 2, 3)) / (2 * std.view(-1) ** 2) - torch.log(std.view(-1))
-        ratio = torch.exp(lpi - old)
-        loss_i = -torch.min(ratio * a, ratio.clamp(1 - 1e-3, 1 + 1e-3) * a).mean()
-        loss_i = loss_i + self.mse_w * ((v - v_ref) ** 2).mean()
+        v_all = nets.unet_velocity(self.img_p(), un, x, t, c, m)
+        n = n_trained
+        v = v_all[:n]
+        mu = cx[:n] * x[:n] + cv[:n] * v
+        sd = std[:n].view(-1)
+        lpi = -((xn[:n] - mu) ** 2).mean((1, 2, 3)) / (2 * sd ** 2) - torch.log(sd)
+        ratio = torch.exp(lpi - old[:n])
+        loss_i = -torch.min(ratio * a[:n], ratio.clamp(1 - 1e-3, 1 + 1e-3) * a[:n]).mean()
+        loss_i = loss_i + self.mse_w * ((v_all - v_ref) ** 2).mean((1, 2, 3)).sum() / n
         self.opt.zero_grad(set_to_none=True)
         (loss_t + loss_i).backward()
         torch.nn.utils.clip_grad_norm_(self.policy.values(), self.max_grad_norm)
