@@ -178,16 +178,18 @@ class Step:
         ii = torch.tensor([i for i, _ in rows])
         jj = [j for _, j in rows]
         x = torch.stack([lat[j][i] for i, j in rows])
-        xn = torch.stack([lat[j + 1][i] for i, j in rows])
         t = torch.tensor([self.grid[j] for j in jj])
         c = ctx[ii]
         m = torch.ones_like(c)
-        coef = [self.coefficients(self.grid[j], self.grid[j + 1]) for j in jj]
+        # the policy term's inputs: the trained rows only (the first n_trained)
+        trained = rows[:n_trained]
+        xn = torch.stack([lat[j + 1][i] for i, j in trained])
+        coef = [self.coefficients(self.grid[j], self.grid[j + 1]) for _, j in trained]
         cx = torch.tensor([k[0] for k in coef]).view(-1, 1, 1, 1)
         cv = torch.tensor([k[1] for k in coef]).view(-1, 1, 1, 1)
-        std = torch.tensor([k[2] for k in coef]).view(-1, 1, 1, 1)
-        old = torch.stack([lps[i, j] for i, j in rows])
-        a = adv[ii]
+        std = torch.tensor([k[2] for k in coef]).view(-1)
+        old = torch.stack([lps[i, j] for i, j in trained])
+        a = adv[ii[:n_trained]]
         # text: token log-probs of the share's sequences, policy with grad, reference without
         seq = ctx[torch.tensor(share)]
         sm = torch.ones_like(seq)
@@ -207,14 +209,11 @@ class Step:
         with torch.no_grad():
             v_ref = nets.unet_velocity(self.ref_img, un, x, t, c, m)
         v_all = nets.unet_velocity(self.img_p(), un, x, t, c, m)
-        n = n_trained
-        v = v_all[:n]
-        mu = cx[:n] * x[:n] + cv[:n] * v
-        sd = std[:n].view(-1)
-        lpi = -((xn[:n] - mu) ** 2).mean((1, 2, 3)) / (2 * sd ** 2) - torch.log(sd)
-        ratio = torch.exp(lpi - old[:n])
-        loss_i = -torch.min(ratio * a[:n], ratio.clamp(1 - 1e-3, 1 + 1e-3) * a[:n]).mean()
-        loss_i = loss_i + self.mse_w * ((v_all - v_ref) ** 2).mean((1, 2, 3)).sum() / n
+        mu = cx * x[:n_trained] + cv * v_all[:n_trained]
+        lpi = -((xn - mu) ** 2).mean((1, 2, 3)) / (2 * std ** 2) - torch.log(std)
+        ratio = torch.exp(lpi - old)
+        loss_i = -torch.min(ratio * a, ratio.clamp(1 - 1e-3, 1 + 1e-3) * a).mean()
+        loss_i = loss_i + self.mse_w * ((v_all - v_ref) ** 2).mean((1, 2, 3)).sum() / n_trained
         self.opt.zero_grad(set_to_none=True)
         (loss_t + loss_i).backward()
         torch.nn.utils.clip_grad_norm_(self.policy.values(), self.max_grad_norm)
