@@ -71,6 +71,7 @@ fn eval_json_is_one_object_on_stdout() {
     let prompts = dir.path().join("p.txt");
     std::fs::write(&prompts, "# a comment\na red circle\n\ntwo blue squares\n").unwrap();
     let grid = dir.path().join("grid.png");
+    let records = dir.path().join("r.jsonl");
     let o = unigrpo()
         .args(["eval", "--model"])
         .arg(common::shapes_dir())
@@ -89,6 +90,8 @@ fn eval_json_is_one_object_on_stdout() {
             "--grid",
         ])
         .arg(&grid)
+        .arg("--records")
+        .arg(&records)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -96,6 +99,37 @@ fn eval_json_is_one_object_on_stdout() {
         serde_json::from_slice(&o.stdout).expect("exactly one JSON object on stdout");
     assert_eq!(v["n_prompts"], 2);
     assert_eq!(v["n_images"], 6);
+    // one record per image; both prompts are single groups of 3 constraints, so a record's
+    // score is the share of them met, and the summary's unmet rates are the records' tally
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    let mut tally = std::collections::BTreeMap::<String, f64>::new();
+    for r in &lines {
+        let unmet: Vec<&str> = r["unmet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let score = r["score"].as_f64().unwrap();
+        assert!((score - (3 - unmet.len()) as f64 / 3.0).abs() < 1e-6, "{r}");
+        assert_eq!(r["all_met"], unmet.is_empty(), "{r}");
+        for c in unmet {
+            assert!(c.starts_with("group 1 "), "{r}");
+            *tally.entry(c.to_string()).or_default() += 1.0 / 6.0;
+        }
+    }
+    let rates = v["by_kind"]["single_group"]["unmet_rate"]
+        .as_object()
+        .unwrap();
+    assert_eq!(rates.len(), tally.len(), "{v}");
+    for (c, rate) in &tally {
+        assert!((rates[c].as_f64().unwrap() - rate).abs() < 1e-9, "{c}: {v}");
+    }
     let mean = v["reward_mean"].as_f64().unwrap();
     let strict = v["strict_rate"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&mean) && (0.0..=1.0).contains(&strict));
@@ -371,7 +405,8 @@ fn score_explains_what_the_reward_saw() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         s.contains("Red Square: 25 pixels, box centre (3.5, 7.5)")
-            && s.contains("score 1.000 (4 of 4"),
+            && s.contains("score 1.000 (4 of 4")
+            && !s.contains("not met"),
         "{s}"
     );
     let o = unigrpo()
@@ -379,7 +414,11 @@ fn score_explains_what_the_reward_saw() {
         .arg(&png)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&o.stdout).contains("score 0.750 (3 of 4"));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.contains("score 0.750 (3 of 4") && s.contains("not met: position"),
+        "{s}"
+    );
 }
 
 /// Ctrl-C (SIGINT) during `train`: the step in flight is abandoned, a final checkpoint holds every

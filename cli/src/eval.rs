@@ -34,7 +34,8 @@ pub struct EvalArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Write one JSON line per image: prompt, reasoning, score, all_met, clean_distance.
+    /// Write one JSON line per image: prompt, kind, reasoning, score, all_met, unmet (the
+    /// constraints missed, e.g. "group 2 count", "relation"), clean_distance.
     #[arg(long)]
     records: Option<PathBuf>,
     /// Write a labelled grid of samples (PNG).
@@ -137,6 +138,11 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let mut last_line = Instant::now();
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
     let mut by_layout: std::collections::BTreeMap<&str, (f64, usize, usize)> = Default::default();
+    // per kind: how many images missed each constraint
+    let mut unmet_by_layout: std::collections::BTreeMap<
+        &str,
+        std::collections::BTreeMap<String, usize>,
+    > = Default::default();
     let mut clean_sum = 0.0f64;
     // the reasoning's own reading against the prompt's (explicit and indirect prompts; an
     // open-ended prompt has many right readings): language drift of the text policy shows here
@@ -163,15 +169,22 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
                 agree +=
                     shapes::parse_prompt(&g.reasoning).is_ok_and(|r| r == prompts[i].1) as usize;
             }
+            let unmet: Vec<String> = score.unmet.iter().map(|c| c.to_string()).collect();
             if let Some((path, w)) = records.as_mut() {
                 let line = serde_json::json!({"prompt": g.prompt, "kind": layout_name(&prompts[i].1), "reasoning": g.reasoning,
-                    "score": score.value(), "all_met": score.all_met(), "clean_distance": clean});
+                    "score": score.value(), "all_met": score.all_met(), "unmet": unmet, "clean_distance": clean});
                 writeln!(w, "{line}").map_err(|e| Error::io("write", path, e))?;
             }
             let e = by_layout.entry(layout_name(&prompts[i].1)).or_default();
             e.0 += score.value() as f64;
             e.1 += score.all_met() as usize;
             e.2 += 1;
+            let tally = unmet_by_layout
+                .entry(layout_name(&prompts[i].1))
+                .or_default();
+            for c in unmet {
+                *tally.entry(c).or_default() += 1;
+            }
             scored.push(Scored {
                 prompt: g.prompt,
                 reasoning: g.reasoning,
@@ -207,7 +220,14 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let kinds: serde_json::Map<String, serde_json::Value> = by_layout
         .iter()
         .map(|(k, &(sum, strict, n))| {
-            (k.to_string(), serde_json::json!({"reward_mean": sum / n as f64, "strict_rate": strict as f64 / n as f64, "n_images": n}))
+            let unmet: serde_json::Map<String, serde_json::Value> = unmet_by_layout
+                .get(k)
+                .into_iter()
+                .flatten()
+                .map(|(c, &m)| (c.clone(), serde_json::json!(m as f64 / n as f64)))
+                .collect();
+            (k.to_string(), serde_json::json!({"reward_mean": sum / n as f64, "strict_rate": strict as f64 / n as f64, "n_images": n,
+                "unmet_rate": unmet}))
         })
         .collect();
     let out = serde_json::json!({

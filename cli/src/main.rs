@@ -400,6 +400,10 @@ fn score(a: ScoreArgs) -> Result<(), Error> {
         s.met,
         s.total
     );
+    if !s.unmet.is_empty() {
+        let names: Vec<String> = s.unmet.iter().map(|c| c.to_string()).collect();
+        println!("not met: {}", names.join(", "));
+    }
     Ok(())
 }
 

@@ -13,11 +13,40 @@ pub use grammar::{parse_prompt, Colour, Group, Layout, Position, Relation, Shape
 use crate::error::Result;
 use crate::image::RgbImage;
 
+/// One constraint of a prompt, named for reports (groups count from 1 in the prompt's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Constraint {
+    /// The group's colour (the best allowed one) is present.
+    Colour(usize),
+    /// Every object of that colour has an allowed shape.
+    Shape(usize),
+    /// The number of objects of that colour is allowed.
+    Count(usize),
+    /// The first group's largest object is at the prompt's position.
+    Position,
+    /// The two groups' largest objects are in the prompt's relation.
+    Relation,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Constraint::Colour(g) => write!(f, "group {g} colour"),
+            Constraint::Shape(g) => write!(f, "group {g} shape"),
+            Constraint::Count(g) => write!(f, "group {g} count"),
+            Constraint::Position => f.write_str("position"),
+            Constraint::Relation => f.write_str("relation"),
+        }
+    }
+}
+
 /// Per-constraint outcome of a score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Score {
     pub met: u32,
     pub total: u32,
+    /// The constraints not met, in the prompt's order (empty when all hold).
+    pub unmet: Vec<Constraint>,
 }
 
 impl Score {
@@ -38,20 +67,22 @@ fn largest<'a>(comps: &[&'a Component]) -> Option<&'a Component> {
     comps.iter().copied().max_by_key(|c| c.pixels)
 }
 
-/// (constraints met, the group's components) for the best allowed colour.
-fn match_group<'a>(g: &Group, comps: &'a [Component]) -> (u32, Vec<&'a Component>) {
-    let mut best: Option<(u32, Vec<&Component>)> = None;
+/// ([colour present, shapes allowed, count allowed], the group's components) for the best
+/// allowed colour (the first of those meeting the most).
+fn match_group<'a>(g: &Group, comps: &'a [Component]) -> ([bool; 3], Vec<&'a Component>) {
+    let mut best: Option<([bool; 3], Vec<&Component>)> = None;
+    let met = |m: &[bool; 3]| m.iter().filter(|&&b| b).count();
     for &c in &g.colours {
         let mine: Vec<&Component> = comps.iter().filter(|k| k.colour == c).collect();
         let present = !mine.is_empty();
         let shape_ok = present && mine.iter().all(|k| g.shapes.contains(&k.shape));
         let count_ok = g.counts.contains(&(mine.len() as u32));
-        let met = present as u32 + shape_ok as u32 + count_ok as u32;
-        if best.as_ref().is_none_or(|(m, _)| met > *m) {
-            best = Some((met, mine));
+        let m = [present, shape_ok, count_ok];
+        if best.as_ref().is_none_or(|(b, _)| met(&m) > met(b)) {
+            best = Some((m, mine));
         }
     }
-    best.unwrap_or((0, vec![]))
+    best.unwrap_or(([false; 3], vec![]))
 }
 
 pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
@@ -59,10 +90,17 @@ pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
     let (w, h) = (img.width as f64, img.height as f64);
     let mut met = 0;
     let mut total = 0;
+    let mut unmet = Vec::new();
     let mut matched = Vec::new();
-    for g in &spec.groups {
+    for (i, g) in spec.groups.iter().enumerate() {
         let (m, mine) = match_group(g, &comps);
-        met += m;
+        let named = [Constraint::Colour, Constraint::Shape, Constraint::Count];
+        for (ok, name) in m.into_iter().zip(named) {
+            met += ok as u32;
+            if !ok {
+                unmet.push(name(i + 1));
+            }
+        }
         total += 3;
         matched.push(mine);
     }
@@ -70,8 +108,9 @@ pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
         Layout::Free => {}
         Layout::At(p) => {
             total += 1;
+            let mut ok = false;
             if let Some(c) = largest(&matched[0]) {
-                let ok = match p {
+                ok = match p {
                     Position::Left => c.cx < 0.45 * w,
                     Position::Right => c.cx > 0.55 * w,
                     Position::Top => c.cy < 0.45 * h,
@@ -80,23 +119,30 @@ pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
                         (c.cx - w / 2.0).abs() <= 0.1 * w && (c.cy - h / 2.0).abs() <= 0.1 * h
                     }
                 };
-                met += ok as u32;
+            }
+            met += ok as u32;
+            if !ok {
+                unmet.push(Constraint::Position);
             }
         }
         Layout::Related(r) => {
             total += 1;
+            let mut ok = false;
             if let (Some(a), Some(b)) = (largest(&matched[0]), largest(&matched[1])) {
-                let ok = match r {
+                ok = match r {
                     Relation::LeftOf => a.cx < b.cx - 1.0,
                     Relation::RightOf => a.cx > b.cx + 1.0,
                     Relation::Above => a.cy < b.cy - 1.0,
                     Relation::Below => a.cy > b.cy + 1.0,
                 };
-                met += ok as u32;
+            }
+            met += ok as u32;
+            if !ok {
+                unmet.push(Constraint::Relation);
             }
         }
     }
-    Score { met, total }
+    Score { met, total, unmet }
 }
 
 #[cfg(test)]
@@ -138,9 +184,25 @@ mod tests {
         // relation reversed: 6 of 7
         let s = score("a blue square right of a green triangle", &img).unwrap();
         assert_eq!((s.met, s.total), (6, 7));
+        assert_eq!(s.unmet, [Constraint::Relation]);
         // wrong shape of the first object: 6 of 7
         let s = score("a blue circle left of a green triangle", &img).unwrap();
         assert_eq!((s.met, s.total), (6, 7));
+        assert_eq!(s.unmet, [Constraint::Shape(1)]);
+        assert_eq!(s.unmet[0].to_string(), "group 1 shape");
+        // the second group's colour absent: its colour, shape and count fail, and with no object
+        // to compare the relation fails too
+        let s = score("a blue square left of a red triangle", &img).unwrap();
+        assert_eq!(
+            s.unmet,
+            [
+                Constraint::Colour(2),
+                Constraint::Shape(2),
+                Constraint::Count(2),
+                Constraint::Relation
+            ]
+        );
+        assert_eq!(s.met, 3);
         // open-ended: a cold-coloured thing with corners... but there are two objects of two colours:
         // the best colour (blue: one square) meets all three
         assert_eq!(
@@ -159,6 +221,7 @@ mod tests {
         assert_eq!(score("two red circles", &img).unwrap().value(), 1.0);
         let s = score("three red circles", &img).unwrap();
         assert_eq!((s.met, s.total), (2, 3));
+        assert_eq!(s.unmet, [Constraint::Count(1)]);
         let s = score("a few warm-coloured shapes", &img).unwrap();
         assert!(s.all_met());
         let mut one = canvas();
@@ -168,6 +231,8 @@ mod tests {
             .all_met());
         let s = score("a yellow triangle on the right", &one).unwrap();
         assert_eq!((s.met, s.total), (3, 4));
+        assert_eq!(s.unmet, [Constraint::Position]);
+        assert_eq!(s.unmet[0].to_string(), "position");
         assert_eq!(score("a purple triangle on the left", &one).unwrap().met, 0);
     }
 
