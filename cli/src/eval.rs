@@ -68,6 +68,16 @@ impl Scored {
     }
 }
 
+/// One prompt kind's images in an evaluation.
+#[derive(Default)]
+struct KindTally {
+    score_sum: f64,
+    all_met: usize,
+    images: usize,
+    /// how many images missed each constraint, by its name
+    unmet: std::collections::BTreeMap<String, usize>,
+}
+
 fn layout_name(s: &shapes::Spec) -> &'static str {
     match s.layout {
         shapes::Layout::Related(_) => "relation",
@@ -137,12 +147,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_line = Instant::now();
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
-    let mut by_layout: std::collections::BTreeMap<&str, (f64, usize, usize)> = Default::default();
-    // per kind: how many images missed each constraint
-    let mut unmet_by_layout: std::collections::BTreeMap<
-        &str,
-        std::collections::BTreeMap<String, usize>,
-    > = Default::default();
+    let mut by_layout: std::collections::BTreeMap<&str, KindTally> = Default::default();
     let mut clean_sum = 0.0f64;
     // the reasoning's own reading against the prompt's (explicit and indirect prompts; an
     // open-ended prompt has many right readings): language drift of the text policy shows here
@@ -164,26 +169,24 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             let score = shapes::score_spec(&prompts[i].1, &g.image);
             let clean = shapes::clean_render_distance(&g.image);
             clean_sum += clean;
-            if p.reasoning && layout_name(&prompts[i].1) != "open" {
+            let kind = layout_name(&prompts[i].1);
+            if p.reasoning && kind != "open" {
                 judged += 1;
                 agree +=
                     shapes::parse_prompt(&g.reasoning).is_ok_and(|r| r == prompts[i].1) as usize;
             }
             let unmet: Vec<String> = score.unmet.iter().map(|c| c.to_string()).collect();
             if let Some((path, w)) = records.as_mut() {
-                let line = serde_json::json!({"prompt": g.prompt, "kind": layout_name(&prompts[i].1), "reasoning": g.reasoning,
+                let line = serde_json::json!({"prompt": g.prompt, "kind": kind, "reasoning": g.reasoning,
                     "score": score.value(), "all_met": score.all_met(), "unmet": unmet, "clean_distance": clean});
                 writeln!(w, "{line}").map_err(|e| Error::io("write", path, e))?;
             }
-            let e = by_layout.entry(layout_name(&prompts[i].1)).or_default();
-            e.0 += score.value() as f64;
-            e.1 += score.all_met() as usize;
-            e.2 += 1;
-            let tally = unmet_by_layout
-                .entry(layout_name(&prompts[i].1))
-                .or_default();
+            let e = by_layout.entry(kind).or_default();
+            e.score_sum += score.value() as f64;
+            e.all_met += score.all_met() as usize;
+            e.images += 1;
             for c in unmet {
-                *tally.entry(c).or_default() += 1;
+                *e.unmet.entry(c).or_default() += 1;
             }
             scored.push(Scored {
                 prompt: g.prompt,
@@ -219,14 +222,14 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     }
     let kinds: serde_json::Map<String, serde_json::Value> = by_layout
         .iter()
-        .map(|(k, &(sum, strict, n))| {
-            let unmet: serde_json::Map<String, serde_json::Value> = unmet_by_layout
-                .get(k)
-                .into_iter()
-                .flatten()
-                .map(|(c, &m)| (c.clone(), serde_json::json!(m as f64 / n as f64)))
+        .map(|(k, e)| {
+            let n = e.images as f64;
+            let unmet: serde_json::Map<String, serde_json::Value> = e
+                .unmet
+                .iter()
+                .map(|(c, &m)| (c.clone(), serde_json::json!(m as f64 / n)))
                 .collect();
-            (k.to_string(), serde_json::json!({"reward_mean": sum / n as f64, "strict_rate": strict as f64 / n as f64, "n_images": n,
+            (k.to_string(), serde_json::json!({"reward_mean": e.score_sum / n, "strict_rate": e.all_met as f64 / n, "n_images": e.images,
                 "unmet_rate": unmet}))
         })
         .collect();

@@ -88,7 +88,6 @@ fn match_group<'a>(g: &Group, comps: &'a [Component]) -> ([bool; 3], Vec<&'a Com
 pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
     let comps = components(img);
     let (w, h) = (img.width as f64, img.height as f64);
-    let mut met = 0;
     let mut total = 0;
     let mut unmet = Vec::new();
     let mut matched = Vec::new();
@@ -96,7 +95,6 @@ pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
         let (m, mine) = match_group(g, &comps);
         let named = [Constraint::Colour, Constraint::Shape, Constraint::Count];
         for (ok, name) in m.into_iter().zip(named) {
-            met += ok as u32;
             if !ok {
                 unmet.push(name(i + 1));
             }
@@ -104,44 +102,40 @@ pub fn score_spec(spec: &Spec, img: &RgbImage) -> Score {
         total += 3;
         matched.push(mine);
     }
-    match &spec.layout {
-        Layout::Free => {}
+    let layout = match &spec.layout {
+        Layout::Free => None,
         Layout::At(p) => {
-            total += 1;
-            let mut ok = false;
-            if let Some(c) = largest(&matched[0]) {
-                ok = match p {
-                    Position::Left => c.cx < 0.45 * w,
-                    Position::Right => c.cx > 0.55 * w,
-                    Position::Top => c.cy < 0.45 * h,
-                    Position::Bottom => c.cy > 0.55 * h,
-                    Position::Centre => {
-                        (c.cx - w / 2.0).abs() <= 0.1 * w && (c.cy - h / 2.0).abs() <= 0.1 * h
-                    }
-                };
-            }
-            met += ok as u32;
-            if !ok {
-                unmet.push(Constraint::Position);
-            }
+            let ok = largest(&matched[0]).is_some_and(|c| match p {
+                Position::Left => c.cx < 0.45 * w,
+                Position::Right => c.cx > 0.55 * w,
+                Position::Top => c.cy < 0.45 * h,
+                Position::Bottom => c.cy > 0.55 * h,
+                Position::Centre => {
+                    (c.cx - w / 2.0).abs() <= 0.1 * w && (c.cy - h / 2.0).abs() <= 0.1 * h
+                }
+            });
+            Some((ok, Constraint::Position))
         }
         Layout::Related(r) => {
-            total += 1;
-            let mut ok = false;
-            if let (Some(a), Some(b)) = (largest(&matched[0]), largest(&matched[1])) {
-                ok = match r {
+            let ok = match (largest(&matched[0]), largest(&matched[1])) {
+                (Some(a), Some(b)) => match r {
                     Relation::LeftOf => a.cx < b.cx - 1.0,
                     Relation::RightOf => a.cx > b.cx + 1.0,
                     Relation::Above => a.cy < b.cy - 1.0,
                     Relation::Below => a.cy > b.cy + 1.0,
-                };
-            }
-            met += ok as u32;
-            if !ok {
-                unmet.push(Constraint::Relation);
-            }
+                },
+                _ => false,
+            };
+            Some((ok, Constraint::Relation))
+        }
+    };
+    if let Some((ok, name)) = layout {
+        total += 1;
+        if !ok {
+            unmet.push(name);
         }
     }
+    let met = total - unmet.len() as u32;
     Score { met, total, unmet }
 }
 
