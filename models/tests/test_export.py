@@ -69,6 +69,37 @@ class DecompositionTest(unittest.TestCase):
             self.assertLess((c - g.sum((0, 2, 3))).abs().max().item(), 1e-10)
 
 
+class CoordsTest(unittest.TestCase):
+    def test_coordinate_channels_run_left_to_right_and_top_to_bottom(self):
+        import torch
+        from unigrpo_export import nets
+        c = nets.coord_channels(torch.zeros(2, 3, 4, 5))
+        self.assertEqual(tuple(c.shape), (2, 2, 4, 5))
+        self.assertEqual(c[1, 0, 2].tolist(), [-1.0, -0.5, 0.0, 0.5, 1.0])  # x along a row
+        for got, want in zip(c[0, 1, :, 3].tolist(), [-1.0, -1.0 / 3, 1.0 / 3, 1.0]):  # y down a column
+            self.assertAlmostEqual(got, want, places=6)
+
+    def test_zero_coordinate_weights_leave_the_shipped_function(self):
+        import torch
+        from safetensors.torch import load_file
+        from unigrpo_export import nets
+        p = load_file(os.path.join(ROOT, "models/tiny-shapes/params.safetensors"))
+        img = {k[len("image."):]: v for k, v in p.items() if k.startswith("image.")}
+        vocab = img["enc.tok_emb"].shape[0]
+        w = img["conv_in.w"]
+        with_coords = dict(img, **{"conv_in.w": torch.cat([w, torch.zeros(w.shape[0], 2, 3, 3)], 1)})
+        g = torch.Generator().manual_seed(0)
+        x, t = torch.randn(3, 3, 16, 16, generator=g), torch.rand(3, generator=g)
+        ids, mask = torch.randint(0, vocab, (3, 6), generator=g), torch.ones(3, 6, dtype=torch.int64)
+        a = nets.unet_velocity(img, nets.UNetConfig(vocab=vocab), x, t, ids, mask)
+        b = nets.unet_velocity(with_coords, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
+        self.assertEqual((a - b).abs().max().item(), 0.0)
+        # and a coordinate weight changes it where the picture is
+        with_coords["conv_in.w"][:, 3] += 0.1
+        c = nets.unet_velocity(with_coords, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
+        self.assertGreater((a - c).abs().max().item(), 1e-3)
+
+
 class ExportTest(unittest.TestCase):
     def test_tiny_shared_export_reproduces_the_committed_package(self):
         committed = os.path.join(ROOT, "models/tiny-shared")

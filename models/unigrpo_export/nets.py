@@ -176,9 +176,22 @@ class UNetConfig:
     heads: int = 4
     max_pos: int = 48
     groups: int = 8
+    # CoordConv: two fixed channels (x and y, -1 at the left/top edge to 1 at the right/bottom)
+    # concatenated to the input, so the network knows where a pixel is without inferring it from
+    # the convolutions' zero padding (the shipped model has none: it places shapes at chance)
+    coords: bool = False
 
     def to_dict(self):
         return asdict(self)
+
+
+def coord_channels(x):
+    """[B, 2, H, W]: the x and y coordinate of every pixel in [-1, 1] (channel 0: x)."""
+    B, _, H, W = x.shape
+    ys = torch.linspace(-1.0, 1.0, H, dtype=x.dtype)
+    xs = torch.linspace(-1.0, 1.0, W, dtype=x.dtype)
+    grid = torch.stack([xs[None, :].expand(H, W), ys[:, None].expand(H, W)])
+    return grid.unsqueeze(0).expand(B, 2, H, W)
 
 
 def _resblock_init(g, name, cin, cout, emb, p):
@@ -215,7 +228,7 @@ def unet_init(cfg: UNetConfig, seed: int) -> dict:
     _lin(g, "enc.pool_kv", e, 2 * e, p)
     _lin(g, "temb1", e, e, p)
     _lin(g, "temb2", e, e, p)
-    _conv(g, "conv_in", cfg.channels, cfg.c0, 3, p)
+    _conv(g, "conv_in", cfg.channels + (2 if cfg.coords else 0), cfg.c0, 3, p)
     _resblock_init(g, "d0", cfg.c0, cfg.c0, e, p)
     _conv(g, "down0", cfg.c0, cfg.c1, 3, p)
     _resblock_init(g, "d1", cfg.c1, cfg.c1, e, p)
@@ -283,7 +296,8 @@ def unet_velocity(p, cfg: UNetConfig, x, t, cond_ids, cond_mask):
     emb = lin(p, "temb2", silu(lin(p, "temb1", timestep_embedding(t, cfg.emb)))) + pooled
     emb = silu(emb)
     G, nh = cfg.groups, cfg.heads
-    h0 = resblock(p, "d0", conv(p, "conv_in", x), emb, G)
+    xin = torch.cat([x, coord_channels(x)], dim=1) if cfg.coords else x
+    h0 = resblock(p, "d0", conv(p, "conv_in", xin), emb, G)
     h1 = xattn(p, "x1", resblock(p, "d1", conv(p, "down0", h0, stride=2), emb, G), ctx, bias, G, nh)
     h = resblock(p, "m0", conv(p, "down1", h1, stride=2), emb, G)
     h = xattn(p, "sa", h, None, None, G, nh)

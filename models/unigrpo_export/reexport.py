@@ -35,7 +35,8 @@ def configs(man: dict, params: dict):
     un = nets.UNetConfig(vocab=params["image.enc.tok_emb"].shape[0], channels=lat[0], size=lat[1],
                          c0=params["image.conv_in.w"].shape[0], c1=params["image.down0.w"].shape[0],
                          c2=params["image.down1.w"].shape[0], emb=params["image.temb1.w"].shape[0],
-                         max_pos=params["image.enc.pos_emb"].shape[0])
+                         max_pos=params["image.enc.pos_emb"].shape[0],
+                         coords=params["image.conv_in.w"].shape[1] == lat[0] + 2)
     return lm, un
 
 

@@ -143,9 +143,11 @@ def flow_loss(params, cfg, x0, ids, mask, g):
     return ((v - (eps - x0)) ** 2).mean()
 
 
-def init_from_package(pkg, work, log):
+def init_from_package(pkg, work, log, coords=False):
     """Seed the work folder from a package (the committed weights survive across machines; the
-    optimiser state, 24 MB, is not committed, so it restarts)."""
+    optimiser state, 24 MB, is not committed, so it restarts). coords: the image model gains the
+    two coordinate channels (nets.UNetConfig.coords); a package without them gets zero weights
+    for them, so training starts from exactly the package's function."""
     import shutil
     from safetensors.torch import load_file
     params = load_file(os.path.join(pkg, "params.safetensors"))
@@ -159,7 +161,13 @@ def init_from_package(pkg, work, log):
                            layers=cfg["text"]["num_layers"], heads=cfg["text"]["num_heads"])
     torch.save({"params": text, "cfg": lm_cfg.to_dict(), "seconds": info.get("text_seconds", 0.0)},
                os.path.join(work, "text.pt"))
-    un_cfg = nets.UNetConfig(vocab=vocab)
+    un_cfg = nets.UNetConfig(vocab=vocab, coords=coords)
+    w = image["conv_in.w"]
+    want = un_cfg.channels + (2 if coords else 0)
+    if w.shape[1] != want:
+        if not (coords and w.shape[1] == un_cfg.channels):
+            raise SystemExit(f"{pkg}: conv_in takes {w.shape[1]} channels, this model {want}")
+        image["conv_in.w"] = torch.cat([w, torch.zeros(w.shape[0], 2, *w.shape[2:], dtype=w.dtype)], 1)
     opt = torch.optim.AdamW([v.clone().requires_grad_(True) for v in image.values()], lr=1e-3)
     torch.save({"params": image, "ema": {k: v.clone() for k, v in image.items()}, "opt": opt.state_dict(),
                 "step": info.get("image_steps", 0), "seconds": info.get("image_seconds", 0.0),
@@ -179,6 +187,11 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--init-from", default=None,
                     help="a tiny-shapes package: start from its weights (fresh optimiser) when --work holds no state")
+    ap.add_argument("--until-step", type=int, default=0,
+                    help="also stop when the image model reaches this step (0: the --minutes budget only)")
+    ap.add_argument("--coords", action="store_true",
+                    help="the image model reads two coordinate channels (CoordConv; with --init-from, zero "
+                         "weights for them at the start)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,14 +208,14 @@ def main():
 
     tok_path = os.path.join(args.work, "tokenizer.json")
     if args.init_from and not os.path.exists(os.path.join(args.work, "image.pt")):
-        init_from_package(args.init_from, args.work, log)
+        init_from_package(args.init_from, args.work, log, coords=args.coords)
     if not os.path.exists(tok_path):
         build_word_tokenizer(all_texts()).save(tok_path)
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tok_path)
     vocab = tok.get_vocab_size()
     lm_cfg = nets.LMConfig(vocab=vocab)
-    un_cfg = nets.UNetConfig(vocab=vocab)
+    un_cfg = nets.UNetConfig(vocab=vocab, coords=args.coords)
     torch.manual_seed(SEED)
 
     text_path = os.path.join(args.work, "text.pt")
@@ -216,6 +229,8 @@ def main():
     img_path = os.path.join(args.work, "image.pt")
     if os.path.exists(img_path):
         st = torch.load(img_path)
+        if nets.UNetConfig(**st["cfg"]).coords != args.coords:
+            raise SystemExit(f"{img_path}: the saved image model has coords={not args.coords}; pass the same --coords")
         params, ema = st["params"], st["ema"]
         step, seconds = st["step"], st["seconds"]
         torch.set_rng_state(st["torch_rng"])
@@ -246,7 +261,7 @@ def main():
                     "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, img_path)
 
-    while time.time() < deadline:
+    while time.time() < deadline and not (args.until_step and step >= args.until_step):
         lr = args.lr * min(1.0, (step - warm_from + 1) / 200)
         for gr in opt.param_groups:
             gr["lr"] = lr
