@@ -132,11 +132,19 @@ def train_text(cfg, params, data, steps, log):
     return {k: v.detach() for k, v in params.items()}
 
 
-def flow_loss(params, cfg, x0, ids, mask, g):
+def shift_time(t, shift):
+    """SD3's timestep shift: s t / (1 + (s - 1) t); s > 1 moves the training times toward pure
+    noise (t = 1), where a sample's layout is decided; s = 1 leaves t as it is."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flow_loss(params, cfg, x0, ids, mask, g, t_shift=1.0):
     B = x0.shape[0]
     u = torch.rand(B, generator=g)
     ln = torch.sigmoid(torch.randn(B, generator=g))
     t = torch.where(torch.rand(B, generator=g) < 0.5, u, ln)
+    if t_shift != 1.0:
+        t = shift_time(t, t_shift)
     eps = torch.randn(x0.shape, generator=g)
     xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
     v = nets.unet_velocity(params, cfg, xt, t, ids, mask)
@@ -189,6 +197,8 @@ def main():
                     help="a tiny-shapes package: start from its weights (fresh optimiser) when --work holds no state")
     ap.add_argument("--until-step", type=int, default=0,
                     help="also stop when the image model reaches this step (0: the --minutes budget only)")
+    ap.add_argument("--t-shift", type=float, default=1.0,
+                    help="shift the training times toward noise (shift_time; 1: the shipped schedule)")
     ap.add_argument("--coords", action="store_true",
                     help="the image model reads two coordinate channels (CoordConv; with --init-from, zero "
                          "weights for them at the start)")
@@ -266,7 +276,7 @@ def main():
         for gr in opt.param_groups:
             gr["lr"] = lr
         x0, ids, mask = data.image_batch(args.batch)
-        loss = flow_loss(params, un_cfg, x0, ids, mask, g)
+        loss = flow_loss(params, un_cfg, x0, ids, mask, g, args.t_shift)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
