@@ -55,7 +55,7 @@ def load(path):
     img = {k[len("image."):]: v for k, v in p.items() if k.startswith("image.")}
     channels = 3
     return img, nets.UNetConfig(vocab=img["enc.tok_emb"].shape[0], channels=channels,
-                                coords=img["conv_in.w"].shape[1] == channels + 2)
+                                coords=img["conv_in.w"].shape[1] == channels + 2, attn_pos="x1.pos" in img)
 
 
 def rms(z):
@@ -87,7 +87,8 @@ def main():
     times = (1.0, 0.9, 0.7, 0.5)
     for path in args.models:
         img, cfg = load(path)
-        print(f"{path}{' (coordinate channels)' if cfg.coords else ''}")
+        print(f"{path}{' (coordinate channels)' if cfg.coords else ''}"
+              f"{' (attention position embeddings)' if cfg.attn_pos else ''}")
         x = torch.randn(args.noises, cfg.channels, cfg.size, cfg.size, generator=torch.Generator().manual_seed(0))
         for (kind, a, b), want in zip(PAIRS, ideal):
             got = []

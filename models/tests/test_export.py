@@ -94,6 +94,12 @@ class CoordsTest(unittest.TestCase):
         a = nets.unet_velocity(img, nets.UNetConfig(vocab=vocab), x, t, ids, mask)
         b = nets.unet_velocity(with_coords, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
         self.assertEqual((a - b).abs().max().item(), 0.0)
+        # zero attention position embeddings leave it too
+        cfg = nets.UNetConfig(vocab=vocab, coords=True, attn_pos=True)
+        new = {k: torch.zeros_like(v) for k, v in nets.unet_init(cfg, 0).items() if k.endswith(".pos")}
+        self.assertEqual(sorted(new), ["sa.pos", "x1.pos", "x2.pos", "x3.pos"])
+        d = nets.unet_velocity(dict(with_coords, **new), cfg, x, t, ids, mask)
+        self.assertEqual((a - d).abs().max().item(), 0.0)
         # and a coordinate weight changes it where the picture is
         with_coords["conv_in.w"][:, 3] += 0.1
         c = nets.unet_velocity(with_coords, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)

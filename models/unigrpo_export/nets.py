@@ -180,6 +180,9 @@ class UNetConfig:
     # concatenated to the input, so the network knows where a pixel is without inferring it from
     # the convolutions' zero padding (the shipped model has none: it places shapes at chance)
     coords: bool = False
+    # a learned embedding per position added to the attention layers' normalised features
+    # (queries, and the self-attention's keys and values), zero at initialisation
+    attn_pos: bool = False
 
     def to_dict(self):
         return asdict(self)
@@ -204,8 +207,10 @@ def _resblock_init(g, name, cin, cout, emb, p):
         _conv(g, name + ".skip", cin, cout, 1, p)
 
 
-def _xattn_init(g, name, c, d, p):
+def _xattn_init(g, name, c, d, p, positions=0):
     _norm(name + ".gn", c, p)
+    if positions:
+        p[name + ".pos"] = torch.zeros(positions, c)
     _lin(g, name + ".q", c, d, p)
     _lin(g, name + ".kv", d, 2 * d, p)
     _lin(g, name + ".o", d, c, p, scale=0.1)
@@ -232,14 +237,15 @@ def unet_init(cfg: UNetConfig, seed: int) -> dict:
     _resblock_init(g, "d0", cfg.c0, cfg.c0, e, p)
     _conv(g, "down0", cfg.c0, cfg.c1, 3, p)
     _resblock_init(g, "d1", cfg.c1, cfg.c1, e, p)
-    _xattn_init(g, "x1", cfg.c1, e, p)
+    n1, n2 = (cfg.size // 2) ** 2 if cfg.attn_pos else 0, (cfg.size // 4) ** 2 if cfg.attn_pos else 0
+    _xattn_init(g, "x1", cfg.c1, e, p, n1)
     _conv(g, "down1", cfg.c1, cfg.c2, 3, p)
     _resblock_init(g, "m0", cfg.c2, cfg.c2, e, p)
-    _xattn_init(g, "sa", cfg.c2, cfg.c2, p)  # self-attention at the bottleneck (kv from itself)
-    _xattn_init(g, "x2", cfg.c2, e, p)
+    _xattn_init(g, "sa", cfg.c2, cfg.c2, p, n2)  # self-attention at the bottleneck (kv from itself)
+    _xattn_init(g, "x2", cfg.c2, e, p, n2)
     _resblock_init(g, "m1", cfg.c2, cfg.c2, e, p)
     _resblock_init(g, "u1", cfg.c2 + cfg.c1, cfg.c1, e, p)
-    _xattn_init(g, "x3", cfg.c1, e, p)
+    _xattn_init(g, "x3", cfg.c1, e, p, n1)
     _resblock_init(g, "u0", cfg.c1 + cfg.c0, cfg.c0, e, p)
     _norm("gn_out", cfg.c0, p)
     _conv(g, "conv_out", cfg.c0, cfg.channels, 3, p, scale=0.1)
@@ -260,6 +266,8 @@ def xattn(p, name, x, ctx, bias, groups, nheads):
     """Cross-attention from image positions to ctx [B, L, d] (bias [B,1,1,L]); ctx=None: self-attention."""
     B, C, H, W = x.shape
     h = group_norm(x, groups, p[name + ".gn.w"], p[name + ".gn.b"]).reshape(B, C, H * W).transpose(1, 2)
+    if name + ".pos" in p:
+        h = h + p[name + ".pos"]
     q = lin(p, name + ".q", h)
     k, v = lin(p, name + ".kv", h if ctx is None else ctx).chunk(2, dim=-1)
     o = attention(heads(q, nheads), heads(k, nheads), heads(v, nheads), 0.0 if ctx is None else bias)

@@ -36,7 +36,8 @@ def configs(man: dict, params: dict):
                          c0=params["image.conv_in.w"].shape[0], c1=params["image.down0.w"].shape[0],
                          c2=params["image.down1.w"].shape[0], emb=params["image.temb1.w"].shape[0],
                          max_pos=params["image.enc.pos_emb"].shape[0],
-                         coords=params["image.conv_in.w"].shape[1] == lat[0] + 2)
+                         coords=params["image.conv_in.w"].shape[1] == lat[0] + 2,
+                         attn_pos="image.x1.pos" in params)
     return lm, un
 
 

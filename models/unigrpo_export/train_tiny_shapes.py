@@ -151,7 +151,7 @@ def flow_loss(params, cfg, x0, ids, mask, g, t_shift=1.0):
     return ((v - (eps - x0)) ** 2).mean()
 
 
-def init_from_package(pkg, work, log, coords=False):
+def init_from_package(pkg, work, log, coords=False, attn_pos=False):
     """Seed the work folder from a package (the committed weights survive across machines; the
     optimiser state, 24 MB, is not committed, so it restarts). coords: the image model gains the
     two coordinate channels (nets.UNetConfig.coords); a package without them gets zero weights
@@ -169,7 +169,10 @@ def init_from_package(pkg, work, log, coords=False):
                            layers=cfg["text"]["num_layers"], heads=cfg["text"]["num_heads"])
     torch.save({"params": text, "cfg": lm_cfg.to_dict(), "seconds": info.get("text_seconds", 0.0)},
                os.path.join(work, "text.pt"))
-    un_cfg = nets.UNetConfig(vocab=vocab, coords=coords)
+    un_cfg = nets.UNetConfig(vocab=vocab, coords=coords, attn_pos=attn_pos)
+    for k, v in nets.unet_init(un_cfg, 0).items():  # new parameters (attn_pos) start at zero
+        if k not in image and k.endswith(".pos"):
+            image[k] = torch.zeros_like(v)
     w = image["conv_in.w"]
     want = un_cfg.channels + (2 if coords else 0)
     if w.shape[1] != want:
@@ -199,6 +202,8 @@ def main():
                     help="also stop when the image model reaches this step (0: the --minutes budget only)")
     ap.add_argument("--t-shift", type=float, default=1.0,
                     help="shift the training times toward noise (shift_time; 1: the shipped schedule)")
+    ap.add_argument("--attn-pos", action="store_true",
+                    help="the attention layers add a learned position embedding (zero at the start)")
     ap.add_argument("--coords", action="store_true",
                     help="the image model reads two coordinate channels (CoordConv; with --init-from, zero "
                          "weights for them at the start)")
@@ -218,14 +223,14 @@ def main():
 
     tok_path = os.path.join(args.work, "tokenizer.json")
     if args.init_from and not os.path.exists(os.path.join(args.work, "image.pt")):
-        init_from_package(args.init_from, args.work, log, coords=args.coords)
+        init_from_package(args.init_from, args.work, log, coords=args.coords, attn_pos=args.attn_pos)
     if not os.path.exists(tok_path):
         build_word_tokenizer(all_texts()).save(tok_path)
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tok_path)
     vocab = tok.get_vocab_size()
     lm_cfg = nets.LMConfig(vocab=vocab)
-    un_cfg = nets.UNetConfig(vocab=vocab, coords=args.coords)
+    un_cfg = nets.UNetConfig(vocab=vocab, coords=args.coords, attn_pos=args.attn_pos)
     torch.manual_seed(SEED)
 
     text_path = os.path.join(args.work, "text.pt")
@@ -239,8 +244,10 @@ def main():
     img_path = os.path.join(args.work, "image.pt")
     if os.path.exists(img_path):
         st = torch.load(img_path)
-        if nets.UNetConfig(**st["cfg"]).coords != args.coords:
-            raise SystemExit(f"{img_path}: the saved image model has coords={not args.coords}; pass the same --coords")
+        saved = nets.UNetConfig(**st["cfg"])
+        if (saved.coords, saved.attn_pos) != (args.coords, args.attn_pos):
+            raise SystemExit(f"{img_path}: the saved image model has coords={saved.coords}, attn_pos="
+                             f"{saved.attn_pos}; pass the same --coords / --attn-pos")
         params, ema = st["params"], st["ema"]
         step, seconds = st["step"], st["seconds"]
         torch.set_rng_state(st["torch_rng"])
