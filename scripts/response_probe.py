@@ -50,12 +50,12 @@ def load(path):
     if os.path.exists(os.path.join(path, "image.pt")):
         st = torch.load(os.path.join(path, "image.pt"))
         return st["ema"], nets.UNetConfig(**st["cfg"])
+    import json
     from safetensors.torch import load_file
+    from unigrpo_export.reexport import configs
     p = load_file(os.path.join(path, "params.safetensors"))
-    img = {k[len("image."):]: v for k, v in p.items() if k.startswith("image.")}
-    channels = 3
-    return img, nets.UNetConfig(vocab=img["enc.tok_emb"].shape[0], channels=channels,
-                                coords=img["conv_in.w"].shape[1] == channels + 2, attn_pos="x1.pos" in img)
+    _, cfg = configs(json.load(open(os.path.join(path, "unigrpo.json"))), p)
+    return {k[len("image."):]: v for k, v in p.items() if k.startswith("image.")}, cfg
 
 
 def rms(z):

@@ -177,8 +177,8 @@ class UNetConfig:
     max_pos: int = 48
     groups: int = 8
     # CoordConv: two fixed channels (x and y, -1 at the left/top edge to 1 at the right/bottom)
-    # concatenated to the input, so the network knows where a pixel is without inferring it from
-    # the convolutions' zero padding (the shipped model has none: it places shapes at chance)
+    # concatenated to the input, so the network need not infer where a pixel is from the
+    # convolutions' zero padding (off in the shipped model)
     coords: bool = False
     # a learned embedding per position added to the attention layers' normalised features
     # (queries, and the self-attention's keys and values), zero at initialisation
@@ -237,7 +237,7 @@ def unet_init(cfg: UNetConfig, seed: int) -> dict:
     _resblock_init(g, "d0", cfg.c0, cfg.c0, e, p)
     _conv(g, "down0", cfg.c0, cfg.c1, 3, p)
     _resblock_init(g, "d1", cfg.c1, cfg.c1, e, p)
-    n1, n2 = (cfg.size // 2) ** 2 if cfg.attn_pos else 0, (cfg.size // 4) ** 2 if cfg.attn_pos else 0
+    n1, n2 = ((cfg.size // 2) ** 2, (cfg.size // 4) ** 2) if cfg.attn_pos else (0, 0)
     _xattn_init(g, "x1", cfg.c1, e, p, n1)
     _conv(g, "down1", cfg.c1, cfg.c2, 3, p)
     _resblock_init(g, "m0", cfg.c2, cfg.c2, e, p)

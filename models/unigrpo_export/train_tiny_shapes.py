@@ -142,9 +142,7 @@ def flow_loss(params, cfg, x0, ids, mask, g, t_shift=1.0):
     B = x0.shape[0]
     u = torch.rand(B, generator=g)
     ln = torch.sigmoid(torch.randn(B, generator=g))
-    t = torch.where(torch.rand(B, generator=g) < 0.5, u, ln)
-    if t_shift != 1.0:
-        t = shift_time(t, t_shift)
+    t = shift_time(torch.where(torch.rand(B, generator=g) < 0.5, u, ln), t_shift)
     eps = torch.randn(x0.shape, generator=g)
     xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
     v = nets.unet_velocity(params, cfg, xt, t, ids, mask)
@@ -153,9 +151,10 @@ def flow_loss(params, cfg, x0, ids, mask, g, t_shift=1.0):
 
 def init_from_package(pkg, work, log, coords=False, attn_pos=False):
     """Seed the work folder from a package (the committed weights survive across machines; the
-    optimiser state, 24 MB, is not committed, so it restarts). coords: the image model gains the
-    two coordinate channels (nets.UNetConfig.coords); a package without them gets zero weights
-    for them, so training starts from exactly the package's function."""
+    optimiser state, 24 MB, is not committed, so it restarts). coords / attn_pos: the image
+    model gains the coordinate channels / attention position embeddings (nets.UNetConfig); a
+    package without them gets zero weights for them, so training starts from exactly the
+    package's function."""
     import shutil
     from safetensors.torch import load_file
     params = load_file(os.path.join(pkg, "params.safetensors"))
