@@ -220,6 +220,7 @@ def main():
         logf.flush()
         print(json.dumps(rec), flush=True)
 
+    log({"event": "args", "args": {k: v for k, v in vars(args).items() if k not in ("work", "log")}})
     tok_path = os.path.join(args.work, "tokenizer.json")
     if args.init_from and not os.path.exists(os.path.join(args.work, "image.pt")):
         init_from_package(args.init_from, args.work, log, coords=args.coords, attn_pos=args.attn_pos)
