@@ -18,7 +18,8 @@
 #            model and the SFT model on the held-out test split (test.txt), 2 samples per prompt,
 #            noise seeds 100, 101 and 102 (ODE, reasoning on); prints the mean over training seeds
 #            of each run's 3-noise-seed mean, with the spread, and the SFT model's noise-seed spread
-# The SFT model is evaluated the same way once per rung (RUNG-sft.json). Evaluations use noise
+# The SFT model is evaluated the same way once per rung and model (RUNG-sft-ID.json, ID from the
+# parameters' sha256; a run directory remembers the model it started from in sft-id). Evaluations use noise
 # seed 100, the ODE sampler and reasoning on. Results go to runs/ladder/RUNG-LABEL-seedS/
 # (train.log, metrics.jsonl, eval.json). UNIGRPO_BIN overrides the binary (copy it there first
 # when you keep building while runs go on), STEPS the number of steps. RANKS=N trains as N MPI
@@ -46,6 +47,10 @@ fi
 flags=("$@")
 root=runs/ladder
 mkdir -p "$root"
+# the SFT model's evaluations are cached per model (the first 12 hex digits of its parameters'
+# sha256), so that a new shipped model is never compared with the previous one's figures
+sft=sft-$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["files"]["params.safetensors"]["sha256"][:12])' "$model/unigrpo.json")
+export LADDER_SFT=$sft
 
 # how `train` starts: alone, or as RANKS MPI ranks sharing the manifest's prompts per step
 ranks=${RANKS:-1}
@@ -88,10 +93,17 @@ evaluate() { # model-dir out.json
 case "$rung" in
 rung1|rung2|rung3|rung4)
   setup "$rung"
-  [ -f "$root/$rung-sft.json" ] || evaluate "$model" "$root/$rung-sft.json"
+  [ -f "$root/$rung-$sft.json" ] || evaluate "$model" "$root/$rung-$sft.json"
   for s in $seeds; do
     out=$root/$rung-$label-seed$s
     mkdir -p "$out"
+    # a run continues only from the model it started from
+    if [ -f "$out/sft-id" ]; then
+      [ "$(cat "$out/sft-id")" = "$sft" ] ||
+        { echo "$out was started from $(cat "$out/sft-id"), the shipped model is now $sft: use another label" >&2; exit 1; }
+    elif [ ! -f "$out/metrics.jsonl" ]; then
+      echo "$sft" > "$out/sft-id"
+    fi
     resume=()
     [ -f "$out/checkpoint.safetensors" ] && resume=(--resume "$out/checkpoint.safetensors")
     if [ ! -f "$out/model/unigrpo.json" ] || [ "$(wc -l < "$out/metrics.jsonl")" -lt "$steps" ]; then
@@ -108,9 +120,9 @@ test)
   tag=test; reason=()
   [ "${NO_REASONING:-0}" = 1 ] && { tag=test-noreason; reason=(--no-reasoning); }
   for ns in 100 101 102; do
-    [ -f "$root/$tag-sft-noise$ns.json" ] ||
+    [ -f "$root/$tag-$sft-noise$ns.json" ] ||
       "$bin" eval --model "$model" --prompts "$evalp" --reward shapes --samples 2 --seed "$ns" --json \
-        "${reason[@]}" > "$root/$tag-sft-noise$ns.json"
+        "${reason[@]}" > "$root/$tag-$sft-noise$ns.json"
     for s in $seeds; do
       out=$root/$sub-$label-seed$s
       [ -f "$out/model/unigrpo.json" ] || { echo "$out has no exported model" >&2; exit 1; }
@@ -120,7 +132,7 @@ test)
     done
   done
   python3 - "$root" "$sub" "$label" "$tag" $seeds <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 root, rung, label, tag, *seeds = sys.argv[1:]
 noise = (100, 101, 102)
 keys = ("reward_mean", "strict_rate", "clean_distance", "reasoning_agreement")
@@ -128,7 +140,7 @@ def load(prefix):
     return [json.load(open(f"{prefix}{ns}.json")) for ns in noise]
 def mean(rows, k):
     return statistics.mean(r[k] for r in rows)
-sft = load(f"{root}/{tag}-sft-noise")
+sft = load(f"{root}/{tag}-{os.environ['LADDER_SFT']}-noise")
 runs = {s: load(f"{root}/{rung}-{label}-seed{s}/{tag}-noise") for s in seeds}
 print(f"{tag} split ({len(noise)} noise seeds x 2 samples per prompt), {rung} {label}, training seeds {' '.join(seeds)}")
 for k in keys:
@@ -148,9 +160,9 @@ PY
   ;;
 summary)
   python3 - "$root" "$sub" "$label" <<'PY'
-import glob, json, statistics, sys
+import glob, json, os, statistics, sys
 root, rung, label = sys.argv[1:4]
-sft = json.load(open(f"{root}/{rung}-sft.json"))
+sft = json.load(open(f"{root}/{rung}-{os.environ['LADDER_SFT']}.json"))
 rows = [json.load(open(p)) for p in sorted(glob.glob(f"{root}/{rung}-{label}-seed*/eval.json"))]
 def ms(k):
     v = [r[k] for r in rows]

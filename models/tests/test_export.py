@@ -79,31 +79,112 @@ class CoordsTest(unittest.TestCase):
         for got, want in zip(c[0, 1, :, 3].tolist(), [-1.0, -1.0 / 3, 1.0 / 3, 1.0]):  # y down a column
             self.assertAlmostEqual(got, want, places=6)
 
-    def test_zero_coordinate_weights_leave_the_shipped_function(self):
+    def test_zero_coordinate_weights_leave_the_function_without_them(self):
         import torch
-        from safetensors.torch import load_file
         from unigrpo_export import nets
-        p = load_file(os.path.join(ROOT, "models/tiny-shapes/params.safetensors"))
-        img = {k[len("image."):]: v for k, v in p.items() if k.startswith("image.")}
-        vocab = img["enc.tok_emb"].shape[0]
+        img, vocab = shipped_image_params()
+        self.assertEqual(img["conv_in.w"].shape[1], 5, "the shipped model (version 2) reads coordinates")
         w = img["conv_in.w"]
-        with_coords = dict(img, **{"conv_in.w": torch.cat([w, torch.zeros(w.shape[0], 2, 3, 3)], 1)})
-        g = torch.Generator().manual_seed(0)
-        x, t = torch.randn(3, 3, 16, 16, generator=g), torch.rand(3, generator=g)
-        ids, mask = torch.randint(0, vocab, (3, 6), generator=g), torch.ones(3, 6, dtype=torch.int64)
-        a = nets.unet_velocity(img, nets.UNetConfig(vocab=vocab), x, t, ids, mask)
-        b = nets.unet_velocity(with_coords, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
+        plain = dict(img, **{"conv_in.w": w[:, :3].contiguous()})
+        zeroed = dict(img, **{"conv_in.w": torch.cat([w[:, :3], torch.zeros(w.shape[0], 2, 3, 3)], 1)})
+        x, t, ids, mask = velocity_inputs(vocab)
+        a = nets.unet_velocity(plain, nets.UNetConfig(vocab=vocab), x, t, ids, mask)
+        b = nets.unet_velocity(zeroed, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
         self.assertEqual((a - b).abs().max().item(), 0.0)
         # zero attention position embeddings leave it too
         cfg = nets.UNetConfig(vocab=vocab, coords=True, attn_pos=True)
         new = {k: torch.zeros_like(v) for k, v in nets.unet_init(cfg, 0).items() if k.endswith(".pos")}
         self.assertEqual(sorted(new), ["sa.pos", "x1.pos", "x2.pos", "x3.pos"])
-        d = nets.unet_velocity(dict(with_coords, **new), cfg, x, t, ids, mask)
+        d = nets.unet_velocity(dict(zeroed, **new), cfg, x, t, ids, mask)
         self.assertEqual((a - d).abs().max().item(), 0.0)
-        # and a coordinate weight changes it where the picture is
-        with_coords["conv_in.w"][:, 3] += 0.1
-        c = nets.unet_velocity(with_coords, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
+        # and the shipped model's trained coordinate weights change it where the picture is
+        c = nets.unet_velocity(img, nets.UNetConfig(vocab=vocab, coords=True), x, t, ids, mask)
         self.assertGreater((a - c).abs().max().item(), 1e-3)
+
+
+def shipped_image_params():
+    from safetensors.torch import load_file
+    p = load_file(os.path.join(ROOT, "models/tiny-shapes/params.safetensors"))
+    img = {k[len("image."):]: v for k, v in p.items() if k.startswith("image.")}
+    return img, img["enc.tok_emb"].shape[0]
+
+
+def velocity_inputs(vocab, n=3, L=6):
+    import torch
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(n, 3, 16, 16, generator=g), torch.rand(n, generator=g)
+    ids = torch.randint(0, vocab, (n, L), generator=g)
+    mask = torch.ones(n, L, dtype=torch.int64)
+    mask[0, :2] = 0  # left padding, as the package format has it
+    return x, t, ids, mask
+
+
+class EncoderLayersTest(unittest.TestCase):
+    def test_added_encoder_blocks_start_as_the_identity_and_then_learn(self):
+        import torch
+        from unigrpo_export import nets
+        img, vocab = shipped_image_params()
+        cfg1 = nets.UNetConfig(vocab=vocab, coords=True)
+        cfg3 = nets.UNetConfig(vocab=vocab, coords=True, enc_layers=3)
+        fresh = nets.unet_init(cfg3, 0)
+        added = sorted(k for k in fresh if k not in img)
+        self.assertEqual(added, sorted(f"enc.b{i}.{n}.{w}" for i in (1, 2) for n in
+                                       ("ln1", "qkv", "o", "ln2", "ff1", "ff2") for w in ("w", "b")))
+        # the default network draws exactly what it drew before the option existed
+        self.assertEqual(list(nets.unet_init(cfg1, 0)), [k for k in fresh if not k.startswith("enc.b")])
+        for k, v in nets.unet_init(cfg1, 0).items():
+            self.assertTrue(torch.equal(v, fresh[k]), k)
+        zero = {n for i in (1, 2) for n in nets.enc_block_outputs(f"enc.b{i}")}
+        deep = dict(img, **{k: (torch.zeros_like(fresh[k]) if k in zero else fresh[k]) for k in added})
+        x, t, ids, mask = velocity_inputs(vocab)
+        a = nets.unet_velocity(img, cfg1, x, t, ids, mask)
+        b = nets.unet_velocity(deep, cfg3, x, t, ids, mask)
+        self.assertEqual((a - b).abs().max().item(), 0.0)
+        # the zero output projections still get a gradient (the block can learn from there)
+        w = deep["enc.b1.o.w"].clone().requires_grad_(True)
+        nets.unet_velocity(dict(deep, **{"enc.b1.o.w": w}), cfg3, x, t, ids, mask).square().sum().backward()
+        self.assertGreater(w.grad.abs().max().item(), 0.0)
+        # and a non-zero one changes the velocity (a random one: a constant shift of every
+        # feature would vanish in the final layer norm)
+        deep["enc.b2.ff2.w"] = 0.05 * torch.randn(deep["enc.b2.ff2.w"].shape, generator=torch.Generator().manual_seed(1))
+        c = nets.unet_velocity(deep, cfg3, x, t, ids, mask)
+        self.assertGreater((a - c).abs().max().item(), 1e-3)
+
+    def test_reexport_reads_the_encoder_depth_off_the_parameters(self):
+        import torch
+        from unigrpo_export import nets, reexport
+        with open(os.path.join(ROOT, "models/tiny-shapes/unigrpo.json")) as f:
+            man = json.load(f)
+        img, vocab = shipped_image_params()
+        params = {"text.l0.ff1.w": torch.zeros(128, 512), "text.pos_emb": torch.zeros(48, 128),
+                  **{"image." + k: v for k, v in img.items()}}
+        self.assertEqual(reexport.configs(man, params)[1].enc_layers, 1)
+        cfg3 = nets.UNetConfig(vocab=vocab, coords=True, enc_layers=3)
+        params.update({"image." + k: v for k, v in nets.unet_init(cfg3, 0).items() if k.startswith("enc.b")})
+        un = reexport.configs(man, params)[1]
+        self.assertEqual((un.enc_layers, un.coords, un.attn_pos), (3, True, False))
+
+
+class DataMixTest(unittest.TestCase):
+    def test_kind_weights_change_the_image_draw_only(self):
+        import random
+        from tokenizers import Tokenizer
+        from unigrpo_export import train_tiny_shapes as tts
+        tok = Tokenizer.from_file(os.path.join(ROOT, "models/tiny-shapes/tokenizer.json"))
+        # without weights, the draw is the shipped model's: rng.choice over the kinds
+        d, rng = tts.Data(tok, 7), random.Random(7)
+        for _ in range(50):
+            p, _ = d.example(weighted=True)
+            self.assertEqual(tts.subkind(p), rng.choice(tts.KINDS))
+            rng.choice(d.by_kind[tts.subkind(p)])
+            rng.choice(p.readings)
+        # relation at weight 4 among six kinds at 1: 4/10 of the image draws, 1/7 of the text draws
+        d = tts.Data(tok, 7, {"relation": 4.0})
+        n = 4000
+        img = sum(tts.subkind(d.example(weighted=True)[0]) == "relation" for _ in range(n)) / n
+        txt = sum(tts.subkind(d.example()[0]) == "relation" for _ in range(n)) / n
+        self.assertAlmostEqual(img, 0.4, delta=0.025)
+        self.assertAlmostEqual(txt, 1 / 7, delta=0.02)
 
 
 class ExportTest(unittest.TestCase):

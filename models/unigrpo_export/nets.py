@@ -183,6 +183,9 @@ class UNetConfig:
     # a learned embedding per position added to the attention layers' normalised features
     # (queries, and the self-attention's keys and values), zero at initialisation
     attn_pos: bool = False
+    # attention blocks of the image model's own text encoder (the shipped model: 1); the blocks
+    # past the first are named enc.b1, enc.b2, ... and come last in the parameter order
+    enc_layers: int = 1
 
     def to_dict(self):
         return asdict(self)
@@ -249,7 +252,32 @@ def unet_init(cfg: UNetConfig, seed: int) -> dict:
     _resblock_init(g, "u0", cfg.c1 + cfg.c0, cfg.c0, e, p)
     _norm("gn_out", cfg.c0, p)
     _conv(g, "conv_out", cfg.c0, cfg.channels, 3, p, scale=0.1)
+    for i in range(1, cfg.enc_layers):  # drawn last: the default network's draws stay as they are
+        _enc_block_init(g, f"enc.b{i}", e, p)
     return p
+
+
+def _enc_block_init(g, name, e, p):
+    _norm(name + ".ln1", e, p)
+    _lin(g, name + ".qkv", e, 3 * e, p)
+    _lin(g, name + ".o", e, e, p, scale=0.5)
+    _norm(name + ".ln2", e, p)
+    _lin(g, name + ".ff1", e, 2 * e, p)
+    _lin(g, name + ".ff2", 2 * e, e, p, scale=0.5)
+
+
+def enc_block_outputs(name):
+    """The parameters of an encoder block whose zero makes the block the identity (its residual
+    branches' output projections): a block added to a trained model starts there."""
+    return [name + s for s in (".o.w", ".o.b", ".ff2.w", ".ff2.b")]
+
+
+def _enc_block(p, name, h, bias, nheads):
+    x = layer_norm(h, p[name + ".ln1.w"], p[name + ".ln1.b"])
+    q, k, v = lin(p, name + ".qkv", x).chunk(3, dim=-1)
+    h = h + lin(p, name + ".o", merge(attention(heads(q, nheads), heads(k, nheads), heads(v, nheads), bias)))
+    x = layer_norm(h, p[name + ".ln2.w"], p[name + ".ln2.b"])
+    return h + lin(p, name + ".ff2", silu(lin(p, name + ".ff1", x)))
 
 
 def resblock(p, name, x, emb, groups):
@@ -281,15 +309,13 @@ def upsample2(x):
 
 
 def text_encoder(p, cfg: UNetConfig, cond_ids, cond_mask):
-    """Shallow encoding of the conditioning tokens: embeddings + one attention layer."""
+    """Shallow encoding of the conditioning tokens: embeddings + cfg.enc_layers attention blocks."""
     pos = (torch.cumsum(cond_mask, dim=1) - 1).clamp(min=0)
     h = p["enc.tok_emb"][cond_ids] + p["enc.pos_emb"][pos]
     bias = ((cond_mask <= 0).to(torch.float32) * NEG)[:, None, None, :]
-    x = layer_norm(h, p["enc.ln1.w"], p["enc.ln1.b"])
-    q, k, v = lin(p, "enc.qkv", x).chunk(3, dim=-1)
-    h = h + lin(p, "enc.o", merge(attention(heads(q, cfg.heads), heads(k, cfg.heads), heads(v, cfg.heads), bias)))
-    x = layer_norm(h, p["enc.ln2.w"], p["enc.ln2.b"])
-    h = h + lin(p, "enc.ff2", silu(lin(p, "enc.ff1", x)))
+    h = _enc_block(p, "enc", h, bias, cfg.heads)
+    for i in range(1, cfg.enc_layers):
+        h = _enc_block(p, f"enc.b{i}", h, bias, cfg.heads)
     ctx = layer_norm(h, p["enc.ln_f.w"], p["enc.ln_f.b"])
     k, v = lin(p, "enc.pool_kv", ctx).chunk(2, dim=-1)
     B = ctx.shape[0]

@@ -37,7 +37,8 @@ def configs(man: dict, params: dict):
                          c2=params["image.down1.w"].shape[0], emb=params["image.temb1.w"].shape[0],
                          max_pos=params["image.enc.pos_emb"].shape[0],
                          coords=params["image.conv_in.w"].shape[1] == lat[0] + 2,
-                         attn_pos="image.x1.pos" in params)
+                         attn_pos="image.x1.pos" in params,
+                         enc_layers=1 + sum(1 for k in params if k.startswith("image.enc.b") and k.endswith(".ln1.w")))
     return lm, un
 
 

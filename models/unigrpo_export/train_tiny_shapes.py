@@ -41,18 +41,24 @@ def subkind(p):
 
 
 class Data:
-    def __init__(self, tok, seed):
+    def __init__(self, tok, seed, kind_weights=None):
+        """kind_weights: {kind: weight} for the image batches' draw of a kind (default: 1 each;
+        the text batches always draw the kinds uniformly)."""
         self.tok = tok
         train, _ = splits()
         self.by_kind = {k: [p for p in train if subkind(p) == k] for k in KINDS}
         self.rng = random.Random(seed)
         self.pad = tok.token_to_id("<pad>")
+        self.weights = [float((kind_weights or {}).get(k, 1.0)) for k in KINDS]
 
     def ids(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    def example(self):
-        kind = self.rng.choice(KINDS)
+    def example(self, weighted=False):
+        if weighted and any(w != 1.0 for w in self.weights):
+            kind = self.rng.choices(KINDS, weights=self.weights)[0]
+        else:  # the shipped model's draw, unchanged
+            kind = self.rng.choice(KINDS)
         p = self.rng.choice(self.by_kind[kind])
         scene = self.rng.choice(p.readings)
         return p, scene
@@ -85,7 +91,7 @@ class Data:
         from .shapes_world import render
         imgs, ctxs = [], []
         for _ in range(n):
-            p, scene = self.example()
+            p, scene = self.example(weighted=True)
             imgs.append(render(scene, self.rng))
             # The image model reads the explicit description. It sees a bare prompt only for explicit
             # prompts (which are descriptions themselves): it holds no world knowledge of its own, so
@@ -149,12 +155,13 @@ def flow_loss(params, cfg, x0, ids, mask, g, t_shift=1.0):
     return ((v - (eps - x0)) ** 2).mean()
 
 
-def init_from_package(pkg, work, log, coords=False, attn_pos=False):
+def init_from_package(pkg, work, log, coords=False, attn_pos=False, enc_layers=1):
     """Seed the work folder from a package (the committed weights survive across machines; the
     optimiser state, 24 MB, is not committed, so it restarts). coords / attn_pos: the image
     model gains the coordinate channels / attention position embeddings (nets.UNetConfig); a
     package without them gets zero weights for them, so training starts from exactly the
-    package's function."""
+    package's function. enc_layers: attention blocks of the image model's text encoder; blocks the
+    package lacks start as the identity (zero output projections, nets.enc_block_outputs)."""
     import shutil
     from safetensors.torch import load_file
     params = load_file(os.path.join(pkg, "params.safetensors"))
@@ -168,10 +175,16 @@ def init_from_package(pkg, work, log, coords=False, attn_pos=False):
                            layers=cfg["text"]["num_layers"], heads=cfg["text"]["num_heads"])
     torch.save({"params": text, "cfg": lm_cfg.to_dict(), "seconds": info.get("text_seconds", 0.0)},
                os.path.join(work, "text.pt"))
-    un_cfg = nets.UNetConfig(vocab=vocab, coords=coords, attn_pos=attn_pos)
-    for k, v in nets.unet_init(un_cfg, 0).items():  # new parameters (attn_pos) start at zero
-        if k not in image and k.endswith(".pos"):
-            image[k] = torch.zeros_like(v)
+    un_cfg = nets.UNetConfig(vocab=vocab, coords=coords, attn_pos=attn_pos, enc_layers=enc_layers)
+    have = 1 + sum(1 for k in image if k.startswith("enc.b") and k.endswith(".ln1.w"))
+    if have > enc_layers:
+        raise SystemExit(f"{pkg}: its image encoder has {have} attention blocks, --enc-layers {enc_layers}")
+    zero = {n for i in range(have, enc_layers) for n in nets.enc_block_outputs(f"enc.b{i}")}
+    for k, v in nets.unet_init(un_cfg, 0).items():  # new parameters: an identity at the start
+        if k not in image:
+            if not (k.endswith(".pos") or k.startswith("enc.b")):
+                raise SystemExit(f"{pkg}: no parameter image.{k}")
+            image[k] = torch.zeros_like(v) if (k.endswith(".pos") or k in zero) else v
     w = image["conv_in.w"]
     want = un_cfg.channels + (2 if coords else 0)
     if w.shape[1] != want:
@@ -203,10 +216,22 @@ def main():
                     help="shift the training times toward noise (shift_time; 1: the shipped schedule)")
     ap.add_argument("--attn-pos", action="store_true",
                     help="the attention layers add a learned position embedding (zero at the start)")
+    ap.add_argument("--kind-weight", action="append", default=[], metavar="KIND=W",
+                    help=f"draw the image batches' KIND (one of {', '.join(KINDS)}) W times as often "
+                         "(repeatable; default 1 each)")
+    ap.add_argument("--enc-layers", type=int, default=1,
+                    help="attention blocks of the image model's text encoder (with --init-from, the added "
+                         "blocks start as the identity)")
     ap.add_argument("--coords", action="store_true",
                     help="the image model reads two coordinate channels (CoordConv; with --init-from, zero "
                          "weights for them at the start)")
     args = ap.parse_args()
+    kind_weights = {}
+    for kw in args.kind_weight:
+        k, _, w = kw.partition("=")
+        if k not in KINDS or not w:
+            ap.error(f"--kind-weight {kw!r}: want KIND=W with KIND one of {', '.join(KINDS)}")
+        kind_weights[k] = float(w)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
@@ -223,14 +248,15 @@ def main():
     log({"event": "args", "args": {k: v for k, v in vars(args).items() if k not in ("work", "log")}})
     tok_path = os.path.join(args.work, "tokenizer.json")
     if args.init_from and not os.path.exists(os.path.join(args.work, "image.pt")):
-        init_from_package(args.init_from, args.work, log, coords=args.coords, attn_pos=args.attn_pos)
+        init_from_package(args.init_from, args.work, log, coords=args.coords, attn_pos=args.attn_pos,
+                          enc_layers=args.enc_layers)
     if not os.path.exists(tok_path):
         build_word_tokenizer(all_texts()).save(tok_path)
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tok_path)
     vocab = tok.get_vocab_size()
     lm_cfg = nets.LMConfig(vocab=vocab)
-    un_cfg = nets.UNetConfig(vocab=vocab, coords=args.coords, attn_pos=args.attn_pos)
+    un_cfg = nets.UNetConfig(vocab=vocab, coords=args.coords, attn_pos=args.attn_pos, enc_layers=args.enc_layers)
     torch.manual_seed(SEED)
 
     text_path = os.path.join(args.work, "text.pt")
@@ -245,19 +271,20 @@ def main():
     if os.path.exists(img_path):
         st = torch.load(img_path)
         saved = nets.UNetConfig(**st["cfg"])
-        if (saved.coords, saved.attn_pos) != (args.coords, args.attn_pos):
+        if (saved.coords, saved.attn_pos, saved.enc_layers) != (args.coords, args.attn_pos, args.enc_layers):
             raise SystemExit(f"{img_path}: the saved image model has coords={saved.coords}, attn_pos="
-                             f"{saved.attn_pos}; pass the same --coords / --attn-pos")
+                             f"{saved.attn_pos}, enc_layers={saved.enc_layers}; pass the same --coords / "
+                             "--attn-pos / --enc-layers")
         params, ema = st["params"], st["ema"]
         step, seconds = st["step"], st["seconds"]
         torch.set_rng_state(st["torch_rng"])
-        data = Data(tok, SEED + 1 + step)
+        data = Data(tok, SEED + 1 + step, kind_weights)
         log({"phase": "image", "event": "resume", "step": step})
     else:
         params = nets.unet_init(un_cfg, SEED + 1)
         ema = {k: v.clone() for k, v in params.items()}
         step, seconds, st = 0, 0.0, None
-        data = Data(tok, SEED + 1)
+        data = Data(tok, SEED + 1, kind_weights)
         log({"phase": "image", "event": "start", "params": sum(v.numel() for v in params.values())})
     for v in params.values():
         v.requires_grad_(True)
