@@ -178,7 +178,7 @@ class UNetConfig:
     groups: int = 8
     # CoordConv: two fixed channels (x and y, -1 at the left/top edge to 1 at the right/bottom)
     # concatenated to the input, so the network need not infer where a pixel is from the
-    # convolutions' zero padding (off in the shipped model)
+    # convolutions' zero padding (on in the shipped model since version 2)
     coords: bool = False
     # a learned embedding per position added to the attention layers' normalised features
     # (queries, and the self-attention's keys and values), zero at initialisation
@@ -264,6 +264,11 @@ def _enc_block_init(g, name, e, p):
     _norm(name + ".ln2", e, p)
     _lin(g, name + ".ff1", e, 2 * e, p)
     _lin(g, name + ".ff2", 2 * e, e, p, scale=0.5)
+
+
+def enc_layers_of(names) -> int:
+    """The encoder depth of a set of image-parameter names (without the "image." prefix)."""
+    return 1 + sum(1 for k in names if k.startswith("enc.b") and k.endswith(".ln1.w"))
 
 
 def enc_block_outputs(name):

@@ -38,7 +38,7 @@ def configs(man: dict, params: dict):
                          max_pos=params["image.enc.pos_emb"].shape[0],
                          coords=params["image.conv_in.w"].shape[1] == lat[0] + 2,
                          attn_pos="image.x1.pos" in params,
-                         enc_layers=1 + sum(1 for k in params if k.startswith("image.enc.b") and k.endswith(".ln1.w")))
+                         enc_layers=nets.enc_layers_of(k[len("image."):] for k in params if k.startswith("image.")))
     return lm, un
 
 

@@ -49,15 +49,16 @@ class Data:
         self.by_kind = {k: [p for p in train if subkind(p) == k] for k in KINDS}
         self.rng = random.Random(seed)
         self.pad = tok.token_to_id("<pad>")
-        self.weights = [float((kind_weights or {}).get(k, 1.0)) for k in KINDS]
+        w = [float((kind_weights or {}).get(k, 1.0)) for k in KINDS]
+        self.weights = None if all(x == 1.0 for x in w) else w  # None: the shipped model's uniform draw
 
     def ids(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def example(self, weighted=False):
-        if weighted and any(w != 1.0 for w in self.weights):
+        if weighted and self.weights:
             kind = self.rng.choices(KINDS, weights=self.weights)[0]
-        else:  # the shipped model's draw, unchanged
+        else:
             kind = self.rng.choice(KINDS)
         p = self.rng.choice(self.by_kind[kind])
         scene = self.rng.choice(p.readings)
@@ -176,7 +177,7 @@ def init_from_package(pkg, work, log, coords=False, attn_pos=False, enc_layers=1
     torch.save({"params": text, "cfg": lm_cfg.to_dict(), "seconds": info.get("text_seconds", 0.0)},
                os.path.join(work, "text.pt"))
     un_cfg = nets.UNetConfig(vocab=vocab, coords=coords, attn_pos=attn_pos, enc_layers=enc_layers)
-    have = 1 + sum(1 for k in image if k.startswith("enc.b") and k.endswith(".ln1.w"))
+    have = nets.enc_layers_of(image)
     if have > enc_layers:
         raise SystemExit(f"{pkg}: its image encoder has {have} attention blocks, --enc-layers {enc_layers}")
     zero = {n for i in range(have, enc_layers) for n in nets.enc_block_outputs(f"enc.b{i}")}
